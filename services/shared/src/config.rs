@@ -1,0 +1,112 @@
+//! Small `clap` blocks that the binary flattens per role. Every flag has an
+//! environment fallback named `LAKEHOUSE_*` (the names docker-compose.yml
+//! uses); precedence is flag > environment > default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings every gRPC server shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// Address to listen on. Defaults per role: storage and all 0.0.0.0:50051,
+    /// catalog :50052, ingest :50053, vector :50054.
+    #[arg(long, env = "LAKEHOUSE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Longest a call may run before it is answered with CANCELLED; for
+    /// streaming calls this bounds the request half (an upload) and the time
+    /// to the first response message.
+    #[arg(long, env = "LAKEHOUSE_REQUEST_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Calls served at once by this process; further calls wait.
+    #[arg(long, env = "LAKEHOUSE_CONCURRENCY_LIMIT", default_value_t = 512)]
+    pub concurrency_limit: usize,
+
+    /// Largest single gRPC message accepted or sent, in bytes. Object data
+    /// is streamed in chunks well below this.
+    #[arg(long, env = "LAKEHOUSE_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// How long shutdown waits for in-flight calls before dropping them.
+    #[arg(long, env = "LAKEHOUSE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// The listen address, or the role's default.
+    pub fn listen_or(&self, default_port: u16) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)))
+    }
+}
+
+/// How logs are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logging and tracing settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryConfig {
+    /// Log filter in `tracing` EnvFilter syntax, such as `info` or
+    /// `info,lakehouse_storage=debug`.
+    #[arg(long, env = "LAKEHOUSE_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Log line format.
+    #[arg(long, env = "LAKEHOUSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// OTLP/gRPC endpoint for trace export, such as http://otel-collector:4317.
+    /// Unset: spans are not exported (trace context is still propagated).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Where this process keeps its files in the embedded deployment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataDirConfig {
+    /// Folder for the embedded defaults: the `default` local bucket and the
+    /// SQLite catalog.
+    #[arg(long, env = "LAKEHOUSE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+/// Addresses of the other services, for roles that call them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeersConfig {
+    /// Storage service address. In `serve all` it defaults to this process.
+    #[arg(long, env = "LAKEHOUSE_STORAGE_ADDR")]
+    pub storage_addr: Option<String>,
+
+    /// Catalog service address. In `serve all` it defaults to this process.
+    #[arg(long, env = "LAKEHOUSE_CATALOG_ADDR")]
+    pub catalog_addr: Option<String>,
+}
+
+/// Where secrets come from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecretsConfig {
+    /// Which provider resolves secret names.
+    #[arg(long, env = "LAKEHOUSE_SECRETS_PROVIDER", value_enum, default_value_t = SecretsProviderKind::File)]
+    pub secrets_provider: SecretsProviderKind,
+
+    /// The secrets file of the `file` provider; it must be mode 0600.
+    #[arg(long, env = "LAKEHOUSE_SECRETS_FILE", default_value = "/etc/lakehouse/secrets.toml")]
+    pub secrets_file: PathBuf,
+}
+
+/// The secrets providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecretsProviderKind {
+    /// A TOML file of `name = "value"` (tables nest names with dots).
+    File,
+    /// Environment variables `LAKEHOUSE_SECRET_<NAME>`.
+    Env,
+}

@@ -1,0 +1,93 @@
+use std::path::PathBuf;
+
+/// Errors of the shared building blocks. Each variant is one cause, carrying
+/// its source so the message can say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The secrets file may be read by other users.
+    #[error(
+        "secrets file {path} has mode {mode:o}, readable by group or others; run `chmod 600 {path}`",
+        path = path.display()
+    )]
+    InsecureSecretsFile {
+        /// The offending file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// The secrets file could not be read.
+    #[error("cannot read secrets file {path}: {source}", path = path.display())]
+    ReadSecretsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// The secrets file is not valid TOML of string values.
+    #[error("secrets file {path} is not valid: {message}", path = path.display())]
+    ParseSecretsFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never a secret value: values are not echoed).
+        message: String,
+    },
+
+    /// A secret was asked for that no provider has.
+    #[error("secret {name:?} not found in {provider}")]
+    SecretNotFound {
+        /// The secret's name.
+        name: String,
+        /// Which provider was asked, for the fix.
+        provider: String,
+    },
+
+    /// Setting up tracing or the OTLP exporter failed.
+    #[error("telemetry setup failed: {0}")]
+    Telemetry(String),
+
+    /// Building reflection from the descriptor sets failed.
+    #[error("server reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+
+    /// The gRPC server failed while serving.
+    #[error("grpc server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// An append log could not read or write its objects.
+    #[error("append log {prefix}: {source}")]
+    AppendLogStore {
+        /// The log's prefix.
+        prefix: String,
+        /// The object store error.
+        source: object_store::Error,
+    },
+
+    /// An append log object holds a line that is not a valid record.
+    #[error("append log object {key} line {line}: {source}")]
+    AppendLogCorrupt {
+        /// The object.
+        key: String,
+        /// 1-based line number.
+        line: usize,
+        /// The decode error.
+        source: serde_json::Error,
+    },
+
+    /// A record could not be encoded.
+    #[error("append log record cannot be encoded: {0}")]
+    AppendLogEncode(serde_json::Error),
+}
+
+/// Result with the shared [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

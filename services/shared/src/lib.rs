@@ -1,0 +1,19 @@
+//! What every Lakehouse service shares: config blocks, telemetry, the server
+//! builder, secrets, the append log and the conventions for errors.
+//!
+//! Nothing here knows about a particular service; services meet only through
+//! `lakehouse-proto`, this crate and `lakehouse-client`.
+
+pub mod append_log;
+pub mod config;
+mod error;
+pub mod secrets;
+pub mod server;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+
+pub use error::{Error, Result};
+
+#[cfg(test)]
+use tempfile as _;

@@ -1,0 +1,202 @@
+//! One server builder for every role. Adds gRPC health (truthful: SERVING
+//! only while the listener accepts, NOT_SERVING from the moment shutdown
+//! starts), server reflection v1 and v1alpha (grpcurl 1.8 speaks only
+//! v1alpha), request ids, a per-call span joined to the caller's trace, a
+//! timeout, a global concurrency limit and graceful shutdown.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::classify::GrpcFailureClass;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::ServerConfig;
+use crate::{Error, Result};
+
+/// The health service's own name, reported for the server as a whole.
+const WHOLE_SERVER: &str = "";
+
+/// Collects services, then serves them with the shared stack.
+pub struct GrpcServer {
+    config: ServerConfig,
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    reporter: HealthReporter,
+}
+
+impl std::fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServer")
+            .field("config", &self.config)
+            .field("services", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcServer {
+    /// A server with health and no services yet.
+    pub fn new(config: ServerConfig) -> Self {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health);
+        Self {
+            config,
+            routes,
+            names: Vec::new(),
+            reporter,
+        }
+    }
+
+    /// Adds a service; it is listed in reflection and reported by health.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.names.push(S::NAME);
+        self
+    }
+
+    /// The health reporter, for services that learn they cannot serve.
+    pub fn health_reporter(&self) -> HealthReporter {
+        self.reporter.clone()
+    }
+
+    /// Names of the services added so far.
+    pub fn service_names(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight calls for
+    /// at most the configured grace period.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+        let Self {
+            config,
+            mut routes,
+            names,
+            reporter,
+        } = self;
+
+        routes.add_service(reflection(&names).build_v1()?);
+        routes.add_service(reflection(&names).build_v1alpha()?);
+
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+
+        let stack = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(
+                TraceLayer::new_for_grpc()
+                    .make_span_with(crate::telemetry::server_span)
+                    .on_failure(log_failure),
+            )
+            .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
+            .into_inner();
+
+        for name in &names {
+            reporter
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        reporter
+            .set_service_status(WHOLE_SERVER, ServingStatus::Serving)
+            .await;
+        tracing::info!(%addr, services = ?names, "serving");
+
+        let signal = {
+            let reporter = reporter.clone();
+            let shutdown = shutdown.clone();
+            let names = names.clone();
+            async move {
+                shutdown.cancelled().await;
+                reporter
+                    .set_service_status(WHOLE_SERVER, ServingStatus::NotServing)
+                    .await;
+                for name in names {
+                    reporter
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
+                }
+            }
+        };
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tonic::transport::Server::builder()
+            .timeout(config.request_timeout)
+            .layer(stack)
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, signal);
+
+        let grace = config.shutdown_grace;
+        tokio::select! {
+            result = server => result?,
+            () = grace_expired(&shutdown, grace) => {
+                tracing::warn!(?grace, "shutdown grace period over; dropping in-flight calls");
+            }
+        }
+        tracing::info!(%addr, "stopped");
+        Ok(())
+    }
+}
+
+/// Reflection lists only the services this server really serves, although
+/// the descriptor set describes all four.
+fn reflection(names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lakehouse_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+    for name in names {
+        builder = builder.with_service_name(*name);
+    }
+    builder
+}
+
+async fn grace_expired(shutdown: &CancellationToken, grace: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(grace).await;
+}
+
+/// Binds a listener, naming the address when that fails.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Logs failed calls by class: the caller's mistakes at info, ours at warn.
+fn log_failure(failure: GrpcFailureClass, latency: Duration, _span: &tracing::Span) {
+    match failure {
+        GrpcFailureClass::Status(status) => {
+            let code = tonic::Code::from_i32(status.code_raw());
+            if crate::status::is_caller_error(code) {
+                tracing::info!(?code, ?latency, "call refused");
+            } else {
+                tracing::warn!(?code, ?latency, "call failed");
+            }
+        }
+        other => tracing::warn!(failure = %other, ?latency, "call failed"),
+    }
+}
+
