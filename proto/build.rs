@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // protoc >= 3.12 accepts proto3 `optional` by default; keep it explicit
     // for older vendored binaries.
     config.protoc_arg("--experimental_allow_proto3_optional");
+    // Object data travels as `bytes::Bytes`: chunks pass from the network to
+    // the backend (and back) without a copy.
+    config.bytes(["."]);
 
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("lakehouse_descriptor.bin"))

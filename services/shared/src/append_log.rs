@@ -240,11 +240,7 @@ where
         }
         let location = self.prefix.clone().join(name);
         self.store
-            .put_opts(
-                &location,
-                PutPayload::from(body),
-                PutMode::Create.into(),
-            )
+            .put_opts(&location, PutPayload::from(body), PutMode::Create.into())
             .await
             .map_err(|source| self.store_error(source))?;
         Ok(location.to_string())
@@ -296,26 +292,34 @@ struct LogObject<R> {
     records: Vec<R>,
 }
 
-fn parse_object<R: DeserializeOwned>(key: &str, name: String, bytes: &[u8]) -> Result<LogObject<R>> {
+fn parse_object<R: DeserializeOwned>(
+    key: &str,
+    name: String,
+    bytes: &[u8],
+) -> Result<LogObject<R>> {
     let mut lines = bytes
         .split(|b| *b == b'\n')
         .enumerate()
         .filter(|(_, line)| !line.is_empty());
     let header = match lines.next() {
-        Some((index, line)) => serde_json::from_slice(line).map_err(|source| Error::AppendLogCorrupt {
-            key: key.to_owned(),
-            line: index + 1,
-            source,
-        })?,
+        Some((index, line)) => {
+            serde_json::from_slice(line).map_err(|source| Error::AppendLogCorrupt {
+                key: key.to_owned(),
+                line: index + 1,
+                source,
+            })?
+        }
         None => Header::default(),
     };
     let mut records = Vec::new();
     for (index, line) in lines {
-        records.push(serde_json::from_slice(line).map_err(|source| Error::AppendLogCorrupt {
-            key: key.to_owned(),
-            line: index + 1,
-            source,
-        })?);
+        records.push(
+            serde_json::from_slice(line).map_err(|source| Error::AppendLogCorrupt {
+                key: key.to_owned(),
+                line: index + 1,
+                source,
+            })?,
+        );
     }
     Ok(LogObject {
         name,
@@ -367,18 +371,32 @@ mod tests {
         let log = log(&store);
         log.append(Rec { n: 1 });
         log.append(Rec { n: 2 });
-        let first = log.flush().await.expect("flush").expect("something flushed");
+        let first = log
+            .flush()
+            .await
+            .expect("flush")
+            .expect("something flushed");
         assert_eq!(first.records, 2);
         log.append(Rec { n: 3 });
-        let second = log.flush().await.expect("flush").expect("something flushed");
+        let second = log
+            .flush()
+            .await
+            .expect("flush")
+            .expect("something flushed");
         assert_ne!(first.key, second.key, "each flush is a new object");
         log.append(Rec { n: 4 });
         assert_eq!(numbers(&log).await, vec![1, 2, 3, 4]);
         assert_eq!(log.read_durable().await.expect("read").len(), 3);
         assert!(log.flush().await.expect("flush").is_some());
-        assert!(log.flush().await.expect("flush").is_none(), "empty buffer writes nothing");
+        assert!(
+            log.flush().await.expect("flush").is_none(),
+            "empty buffer writes nothing"
+        );
         // A fresh log over the same store sees everything that was flushed.
-        assert_eq!(numbers(&AppendLog::new(store, "journal/test")).await, vec![1, 2, 3, 4]);
+        assert_eq!(
+            numbers(&AppendLog::new(store, "journal/test")).await,
+            vec![1, 2, 3, 4]
+        );
     }
 
     #[tokio::test]
@@ -411,13 +429,19 @@ mod tests {
             .expect("compacted");
         let objects: Vec<_> = store.list(None).try_collect().await.expect("list");
         assert_eq!(objects.len(), 5, "parts are still there after the 'crash'");
-        assert_eq!(numbers(&log).await, vec![0, 1, 2, 3], "each record exactly once");
+        assert_eq!(
+            numbers(&log).await,
+            vec![0, 1, 2, 3],
+            "each record exactly once"
+        );
 
         // Writing on, then a second compaction after the crash also
         // yields each record once, and leaves a single object.
         log.append(Rec { n: 4 });
         log.flush().await.expect("flush");
-        log.compact_until(CompactStop::AfterWrite).await.expect("compact");
+        log.compact_until(CompactStop::AfterWrite)
+            .await
+            .expect("compact");
         assert_eq!(numbers(&log).await, vec![0, 1, 2, 3, 4]);
         log.compact().await.expect("compact");
         let objects: Vec<_> = store.list(None).try_collect().await.expect("list");
@@ -471,7 +495,9 @@ mod tests {
         log.flush().await.expect("flush");
         let mut seen = numbers(&log).await;
         seen.sort_unstable();
-        let mut expected: Vec<u32> = (0..8).flat_map(|t| (0..50).map(move |i| t * 1000 + i)).collect();
+        let mut expected: Vec<u32> = (0..8)
+            .flat_map(|t| (0..50).map(move |i| t * 1000 + i))
+            .collect();
         expected.sort_unstable();
         assert_eq!(seen, expected);
     }

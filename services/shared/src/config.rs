@@ -98,7 +98,11 @@ pub struct SecretsConfig {
     pub secrets_provider: SecretsProviderKind,
 
     /// The secrets file of the `file` provider; it must be mode 0600.
-    #[arg(long, env = "LAKEHOUSE_SECRETS_FILE", default_value = "/etc/lakehouse/secrets.toml")]
+    #[arg(
+        long,
+        env = "LAKEHOUSE_SECRETS_FILE",
+        default_value = "/etc/lakehouse/secrets.toml"
+    )]
     pub secrets_file: PathBuf,
 }
 

@@ -16,4 +16,4 @@ pub mod telemetry;
 pub use error::{Error, Result};
 
 #[cfg(test)]
-use tempfile as _;
+use {tempfile as _, tokio_stream as _};

@@ -269,7 +269,11 @@ mod tests {
     #[test]
     fn world_readable_file_is_refused_with_the_fix() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = write(dir.path(), 0o644, "[minio]\nsecret_access_key = \"hunter2\"\n");
+        let path = write(
+            dir.path(),
+            0o644,
+            "[minio]\nsecret_access_key = \"hunter2\"\n",
+        );
         let error = FileSecrets::load(&path).expect_err("0644 must be refused");
         let message = error.to_string();
         assert!(message.contains("644"), "{message}");
@@ -298,7 +302,10 @@ mod tests {
         );
         let secrets = FileSecrets::load(&path).expect("0600 accepted");
         assert_eq!(
-            secrets.require("minio.secret_access_key").expect("present").expose(),
+            secrets
+                .require("minio.secret_access_key")
+                .expect("present")
+                .expose(),
             "hunter2"
         );
         assert_eq!(secrets.require("top").expect("present").expose(), "t");

@@ -199,4 +199,3 @@ fn log_failure(failure: GrpcFailureClass, latency: Duration, _span: &tracing::Sp
         other => tracing::warn!(failure = %other, ?latency, "call failed"),
     }
 }
-

@@ -1,0 +1,102 @@
+//! Command-line interface. Every flag has a `LAKEHOUSE_*` environment
+//! fallback; precedence is flag > environment > default.
+
+use std::time::Duration;
+
+use lakehouse_shared::config::{
+    DataDirConfig, PeersConfig, SecretsConfig, ServerConfig, TelemetryConfig,
+};
+
+/// Lakehouse: a self-hosted lakehouse for one owner and their LLM agents.
+#[derive(Debug, clap::Parser)]
+#[command(name = "lakehouse", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run one service, or all four on one address (`all`).
+    Serve(Box<ServeArgs>),
+    /// Ask a server for its gRPC health; exit 0 only when it is SERVING.
+    Health(HealthArgs),
+}
+
+/// Which service(s) a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The storage service (default port 50051).
+    Storage,
+    /// The catalog service (default port 50052).
+    Catalog,
+    /// The ingest service (default port 50053).
+    Ingest,
+    /// The vector service (default port 50054).
+    Vector,
+    /// All four in one process on one address (default port 50051), on the
+    /// embedded defaults: a local bucket and SQLite under --data-dir.
+    All,
+}
+
+impl Role {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Role::Storage | Role::All => 50051,
+            Role::Catalog => 50052,
+            Role::Ingest => 50053,
+            Role::Vector => 50054,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Storage => "storage",
+            Role::Catalog => "catalog",
+            Role::Ingest => "ingest",
+            Role::Vector => "vector",
+            Role::All => "all",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The service(s) to run.
+    #[arg(value_enum, env = "LAKEHOUSE_ROLE")]
+    pub role: Role,
+
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerConfig,
+
+    #[command(flatten, next_help_heading = "Telemetry")]
+    pub telemetry: TelemetryConfig,
+
+    #[command(flatten, next_help_heading = "Embedded data")]
+    pub data: DataDirConfig,
+
+    #[command(flatten, next_help_heading = "Peers")]
+    pub peers: PeersConfig,
+
+    #[command(flatten, next_help_heading = "Secrets")]
+    pub secrets: SecretsConfig,
+
+    #[command(flatten, next_help_heading = "Storage")]
+    pub storage: lakehouse_storage::StorageConfig,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// Server address (host:port or http://host:port).
+    #[arg(long, env = "LAKEHOUSE_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+
+    /// Service to ask about, such as lakehouse.storage.v1.StorageService;
+    /// empty asks about the server as a whole.
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// How long to wait for an answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}

@@ -1,0 +1,65 @@
+//! `lakehouse serve <role>`: assembles the services of a role on one server.
+//!
+//! In every mode services reach each other only through their gRPC clients;
+//! in `all` mode that is loopback to this very address, so there is one code
+//! path whatever the deployment.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use lakehouse_shared::server::{GrpcServer, bind};
+use lakehouse_shared::{shutdown, telemetry};
+
+use crate::cli::{Role, ServeArgs};
+
+pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let role = args.role;
+    let _telemetry = telemetry::init(&args.telemetry, &format!("lakehouse-{}", role.name()))?;
+    let shutdown = shutdown::on_signal();
+
+    let listener = bind(args.server.listen_or(role.default_port())).await?;
+    let local = listener.local_addr()?;
+    let self_addr = loopback_uri(local);
+    tracing::info!(role = role.name(), %local, "starting");
+
+    let max_message = args.server.max_message_bytes;
+    let mut server = GrpcServer::new(args.server.clone());
+    let mut storage_runtime = None;
+    if matches!(role, Role::Storage | Role::All) {
+        let secrets = lakehouse_shared::secrets::from_config(&args.secrets)?;
+        let runtime =
+            lakehouse_storage::StorageRuntime::start(&args.storage, &args.data.data_dir, secrets)
+                .await?;
+        server = server.add_service(runtime.service(max_message));
+        storage_runtime = Some(runtime);
+    }
+    if matches!(role, Role::Catalog | Role::All) {
+        server = server.add_service(lakehouse_catalog::service(max_message));
+    }
+    if matches!(role, Role::Ingest | Role::All) {
+        server = server.add_service(lakehouse_ingest::service(max_message));
+    }
+    if matches!(role, Role::Vector | Role::All) {
+        server = server.add_service(lakehouse_vector::service(max_message));
+    }
+    let _ = &self_addr;
+
+    server.serve(listener, shutdown).await?;
+
+    // Background workers stop after the server has drained.
+    if let Some(runtime) = storage_runtime {
+        runtime.shutdown().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How this process reaches itself: an unspecified listen address
+/// (0.0.0.0 or ::) is reached over loopback.
+fn loopback_uri(local: SocketAddr) -> String {
+    let ip = match local.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, local.port()))
+}

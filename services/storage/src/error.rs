@@ -1,0 +1,218 @@
+use std::path::PathBuf;
+
+use tonic::{Code, Status};
+
+/// Errors of the storage service. One variant per cause; the gRPC mapping
+/// below picks the code by meaning and keeps backend text (S3 responses,
+/// paths on the server) out of client messages: those go to the logs and the
+/// error journal.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The buckets file could not be read.
+    #[error("cannot read buckets config {path}: {source}", path = path.display())]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// The buckets file is not valid.
+    #[error("buckets config {path} is invalid: {message}", path = path.display())]
+    InvalidConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A credential could not be resolved.
+    #[error("bucket {bucket}: {source}")]
+    Secret {
+        /// The bucket whose credentials were looked up.
+        bucket: String,
+        /// The secrets error (never a value).
+        source: lakehouse_shared::Error,
+    },
+
+    /// A bucket's folder could not be created.
+    #[error("bucket {bucket}: cannot create folder {path}: {source}", path = path.display())]
+    CreateFolder {
+        /// The bucket.
+        bucket: String,
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// A bucket's backend could not be built from its config.
+    #[error("bucket {bucket}: backend setup failed: {source}")]
+    BuildBackend {
+        /// The bucket.
+        bucket: String,
+        /// Why.
+        source: object_store::Error,
+    },
+
+    /// The request names a bucket that is not configured.
+    #[error("unknown bucket {name:?}; known buckets: {known}")]
+    UnknownBucket {
+        /// The name given.
+        name: String,
+        /// The configured names.
+        known: String,
+    },
+
+    /// The key is not acceptable.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key, shortened if long.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// The byte range is not acceptable.
+    #[error("invalid range: {0}")]
+    InvalidRange(String),
+
+    /// The range starts past the end of the object.
+    #[error("range not satisfiable: {0}")]
+    RangeNotSatisfiable(String),
+
+    /// A request is malformed in some other way.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    /// The object does not exist.
+    #[error("object {key:?} not found in bucket {bucket}")]
+    NotFound {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+
+    /// A create-only write found the object already there.
+    #[error("object {key:?} already exists in bucket {bucket}; it is write-once")]
+    AlreadyExists {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+
+    /// The upload's length differs from the announced one.
+    #[error("upload of {key:?} carried {actual} bytes, expected {expected}; nothing was written")]
+    SizeMismatch {
+        /// The key.
+        key: String,
+        /// Announced size.
+        expected: u64,
+        /// Bytes received.
+        actual: u64,
+    },
+
+    /// The client's upload stream failed or was cancelled.
+    #[error("upload of {key:?} was interrupted ({status}); nothing was written")]
+    UploadInterrupted {
+        /// The key.
+        key: String,
+        /// The stream's error.
+        status: Box<Status>,
+    },
+
+    /// The backend failed.
+    #[error("bucket {bucket}: {operation} {key:?} failed: {source}")]
+    Backend {
+        /// The bucket.
+        bucket: String,
+        /// The operation, such as "get_object".
+        operation: &'static str,
+        /// The key, empty for bucket-wide operations.
+        key: String,
+        /// The backend's error.
+        source: Box<object_store::Error>,
+    },
+
+    /// The error journal could not be read or written.
+    #[error("error journal: {0}")]
+    Journal(#[source] lakehouse_shared::Error),
+}
+
+/// Result with the storage [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::UnknownBucket { .. } | Error::NotFound { .. } => Code::NotFound,
+            Error::InvalidKey { .. }
+            | Error::InvalidRange(_)
+            | Error::InvalidRequest(_)
+            | Error::SizeMismatch { .. } => Code::InvalidArgument,
+            Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::RangeNotSatisfiable(_) => Code::OutOfRange,
+            Error::UploadInterrupted { .. } => Code::Cancelled,
+            Error::Backend { source, .. } => backend_code(source),
+            Error::Journal(_) => Code::Unavailable,
+            Error::ReadConfig { .. }
+            | Error::InvalidConfig { .. }
+            | Error::Secret { .. }
+            | Error::CreateFolder { .. }
+            | Error::BuildBackend { .. } => Code::Internal,
+        };
+        let message = match &error {
+            Error::Backend {
+                bucket, operation, ..
+            } => match code {
+                Code::NotFound => error.to_string(),
+                Code::PermissionDenied | Code::Unauthenticated => format!(
+                    "bucket {bucket} refused {operation}: check its credentials; details are in the error journal (ListErrors)"
+                ),
+                _ => format!(
+                    "bucket {bucket} failed during {operation}; it may be unreachable: see GetBucketHealth and ListErrors"
+                ),
+            },
+            Error::Journal(_) => {
+                "the error journal is unavailable; see the storage server's log".to_owned()
+            }
+            _ => error.to_string(),
+        };
+        Status::new(code, message)
+    }
+}
+
+fn backend_code(error: &object_store::Error) -> Code {
+    use object_store::Error as E;
+    match error {
+        E::NotFound { .. } => Code::NotFound,
+        E::AlreadyExists { .. } => Code::AlreadyExists,
+        E::Precondition { .. } | E::NotModified { .. } => Code::FailedPrecondition,
+        E::PermissionDenied { .. } => Code::PermissionDenied,
+        E::Unauthenticated { .. } => Code::Unauthenticated,
+        E::NotSupported { .. } | E::NotImplemented { .. } => Code::Unimplemented,
+        E::InvalidPath { .. } => Code::InvalidArgument,
+        _ => Code::Unavailable,
+    }
+}
+
+impl Error {
+    /// Whether the failure is the backend's (journaled), as opposed to the
+    /// caller's or a plain miss.
+    pub fn is_operational(&self) -> bool {
+        match self {
+            Error::Backend { source, .. } => !matches!(
+                **source,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+                    | object_store::Error::NotModified { .. }
+                    | object_store::Error::InvalidPath { .. }
+            ),
+            Error::Journal(_) => true,
+            _ => false,
+        }
+    }
+}

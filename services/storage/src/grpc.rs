@@ -1,0 +1,502 @@
+//! The tonic adapter: validates and converts requests, delegates to
+//! [`Storage`], converts results. No storage logic lives here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt as _};
+use lakehouse_proto::storage::v1::{self as pb, storage_service_server::StorageService};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::journal::{ErrorFilter, ErrorRecord};
+use crate::objects::{DEFAULT_PAGE_SIZE, ObjectRange, PutOptions};
+use crate::registry::Backend;
+use crate::{Error, RESCUE_METADATA_KEY, Storage};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Default and largest page of ListErrors.
+const ERRORS_PAGE: (usize, usize) = (100, 1000);
+
+/// Implements `lakehouse.storage.v1.StorageService`.
+#[derive(Debug, Clone)]
+pub struct StorageGrpc {
+    storage: Arc<Storage>,
+}
+
+impl StorageGrpc {
+    /// The adapter over `storage`.
+    pub fn new(storage: Arc<Storage>) -> Self {
+        Self { storage }
+    }
+}
+
+fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn from_timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
+    let nanos = u32::try_from(ts.nanos)
+        .map_err(|_| Status::invalid_argument("timestamp nanos must not be negative"))?;
+    DateTime::from_timestamp(ts.seconds, nanos)
+        .ok_or_else(|| Status::invalid_argument("timestamp is out of range"))
+}
+
+fn object_meta(bucket: &str, meta: &object_store::ObjectMeta) -> pb::ObjectMeta {
+    pb::ObjectMeta {
+        bucket: bucket.to_owned(),
+        key: meta.location.to_string(),
+        size: meta.size,
+        last_modified: Some(timestamp(meta.last_modified)),
+        etag: meta.e_tag.clone().unwrap_or_default(),
+    }
+}
+
+fn page_size(requested: i32, (default, max): (usize, usize)) -> usize {
+    match usize::try_from(requested) {
+        Ok(0) | Err(_) => default,
+        Ok(n) => n.min(max),
+    }
+}
+
+/// Page tokens are opaque to clients: hex of the position to continue from.
+fn encode_token(position: &str) -> String {
+    position.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_token(token: &str) -> Result<Option<String>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || {
+        Status::invalid_argument("page_token is not one this server issued; start over without it")
+    };
+    if !token.len().is_multiple_of(2) {
+        return Err(invalid());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| invalid())?;
+    String::from_utf8(bytes).map(Some).map_err(|_| invalid())
+}
+
+fn with_rescue_metadata<T>(mut response: Response<T>, rescue: Option<&str>) -> Response<T> {
+    if let Some(value) = rescue.and_then(|r| MetadataValue::try_from(r).ok()) {
+        response.metadata_mut().insert(RESCUE_METADATA_KEY, value);
+    }
+    response
+}
+
+/// The data of an upload: chunks until a commit (which must be last) or the
+/// end of the stream. A stream that ends without the commit it promised, or
+/// fails, yields an error, so nothing is written.
+fn upload_chunks(
+    stream: Streaming<pb::PutObjectRequest>,
+    key: String,
+    require_commit: bool,
+) -> impl Stream<Item = Result<Bytes, Error>> + Send + Unpin {
+    use pb::put_object_request::Part;
+    struct State {
+        stream: Streaming<pb::PutObjectRequest>,
+        key: String,
+        received: u64,
+        committed: bool,
+    }
+    let state = State {
+        stream,
+        key,
+        received: 0,
+        committed: false,
+    };
+    Box::pin(futures::stream::try_unfold(
+        state,
+        move |mut state| async move {
+            loop {
+                let message =
+                    state
+                        .stream
+                        .message()
+                        .await
+                        .map_err(|status| Error::UploadInterrupted {
+                            key: state.key.clone(),
+                            status: Box::new(status),
+                        })?;
+                match (message.and_then(|m| m.part), state.committed) {
+                    (None, true) => return Ok(None),
+                    (None, false) if require_commit => {
+                        return Err(Error::UploadInterrupted {
+                            key: state.key.clone(),
+                            status: Box::new(Status::cancelled(
+                                "the stream ended without the commit the header required",
+                            )),
+                        });
+                    }
+                    (None, false) => return Ok(None),
+                    (Some(_), true) => {
+                        return Err(Error::InvalidRequest(
+                            "a PutObject commit must be the last message".to_owned(),
+                        ));
+                    }
+                    (Some(Part::Chunk(bytes)), false) => {
+                        state.received += bytes.len() as u64;
+                        return Ok(Some((bytes, state)));
+                    }
+                    (Some(Part::Commit(pb::PutObjectCommit { size })), false) => {
+                        if size != state.received {
+                            return Err(Error::SizeMismatch {
+                                key: state.key.clone(),
+                                expected: size,
+                                actual: state.received,
+                            });
+                        }
+                        state.committed = true;
+                    }
+                    (Some(Part::Header(_)), false) => {
+                        return Err(Error::InvalidRequest(
+                            "only the first PutObject message may be a header".to_owned(),
+                        ));
+                    }
+                }
+            }
+        },
+    ))
+}
+
+#[tonic::async_trait]
+impl StorageService for StorageGrpc {
+    type GetObjectStream = BoxStream<pb::GetObjectResponse>;
+
+    async fn list_buckets(
+        &self,
+        _request: Request<pb::ListBucketsRequest>,
+    ) -> Result<Response<pb::ListBucketsResponse>, Status> {
+        let registry = self.storage.registry();
+        let buckets = registry
+            .all()
+            .map(|b| pb::Bucket {
+                name: b.name.clone(),
+                backend: match b.backend {
+                    Backend::Local { .. } => pb::BackendKind::Local,
+                    Backend::S3 { .. } => pb::BackendKind::S3,
+                    Backend::Memory => pb::BackendKind::Memory,
+                } as i32,
+                location: b.location(),
+                is_default: b.name == registry.default_name(),
+                rescue_bucket: b.rescue.clone().unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListBucketsResponse { buckets }))
+    }
+
+    async fn get_bucket_health(
+        &self,
+        request: Request<pb::GetBucketHealthRequest>,
+    ) -> Result<Response<pb::GetBucketHealthResponse>, Status> {
+        let pb::GetBucketHealthRequest {
+            buckets,
+            timeout_ms,
+        } = request.into_inner();
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(u64::from(timeout_ms)));
+        let reports = self.storage.health(&buckets, timeout).await?;
+        let buckets = reports
+            .into_iter()
+            .map(|r| pb::BucketHealth {
+                bucket: r.bucket,
+                reachable: r.reachable,
+                latency_us: u64::try_from(r.latency.as_micros()).unwrap_or(u64::MAX),
+                error: r.error.unwrap_or_default(),
+                check_time: Some(timestamp(r.checked_at)),
+            })
+            .collect();
+        Ok(Response::new(pb::GetBucketHealthResponse { buckets }))
+    }
+
+    async fn put_object(
+        &self,
+        request: Request<Streaming<pb::PutObjectRequest>>,
+    ) -> Result<Response<pb::PutObjectResponse>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::PutObjectRequest {
+                part: Some(pb::put_object_request::Part::Header(header)),
+            }) => header,
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "the first PutObject message must be a header (bucket, key)".to_owned(),
+                )
+                .into());
+            }
+        };
+        let pb::PutObjectHeader {
+            bucket,
+            key,
+            expected_size,
+            create_only,
+            require_commit,
+        } = header;
+        let chunks = upload_chunks(stream, key.clone(), require_commit);
+        let options = PutOptions {
+            expected_size,
+            create_only,
+        };
+        let meta = self
+            .storage
+            .put(&bucket, &key, options, Box::pin(chunks))
+            .await?;
+        let bucket = self.storage.registry().get(&bucket)?.name.clone();
+        Ok(Response::new(pb::PutObjectResponse {
+            object: Some(object_meta(&bucket, &meta)),
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        request: Request<pb::GetObjectRequest>,
+    ) -> Result<Response<Self::GetObjectStream>, Status> {
+        let pb::GetObjectRequest { bucket, key, range } = request.into_inner();
+        let range = match range.and_then(|r| r.kind) {
+            None => None,
+            Some(pb::byte_range::Kind::Bounded(pb::BoundedRange { start, end })) => {
+                Some(ObjectRange::Bounded(start..end))
+            }
+            Some(pb::byte_range::Kind::Offset(offset)) => Some(ObjectRange::Offset(offset)),
+            Some(pb::byte_range::Kind::Suffix(n)) => Some(ObjectRange::Suffix(n)),
+        };
+        let outcome = self.storage.get(&bucket, &key, range).await?;
+        let rescue = outcome.rescue_bucket.clone();
+        let header = pb::GetObjectResponse {
+            part: Some(pb::get_object_response::Part::Header(pb::GetObjectHeader {
+                object: Some(object_meta(&outcome.bucket, &outcome.meta)),
+                range_start: outcome.range.start,
+                range_end: outcome.range.end,
+                rescue_bucket: rescue.clone().unwrap_or_default(),
+            })),
+        };
+        let chunks = outcome.data.map(|chunk: Result<Bytes, Error>| {
+            chunk
+                .map(|bytes| pb::GetObjectResponse {
+                    part: Some(pb::get_object_response::Part::Chunk(bytes)),
+                })
+                .map_err(Status::from)
+        });
+        let stream = futures::stream::once(async { Ok(header) }).chain(chunks);
+        Ok(with_rescue_metadata(
+            Response::new(Box::pin(stream) as Self::GetObjectStream),
+            rescue.as_deref(),
+        ))
+    }
+
+    async fn head_object(
+        &self,
+        request: Request<pb::HeadObjectRequest>,
+    ) -> Result<Response<pb::HeadObjectResponse>, Status> {
+        let pb::HeadObjectRequest { bucket, key } = request.into_inner();
+        let (meta, rescue) = self.storage.head(&bucket, &key).await?;
+        let bucket = self.storage.registry().get(&bucket)?.name.clone();
+        let response = Response::new(pb::HeadObjectResponse {
+            object: Some(object_meta(&bucket, &meta)),
+            rescue_bucket: rescue.clone().unwrap_or_default(),
+        });
+        Ok(with_rescue_metadata(response, rescue.as_deref()))
+    }
+
+    async fn list_objects(
+        &self,
+        request: Request<pb::ListObjectsRequest>,
+    ) -> Result<Response<pb::ListObjectsResponse>, Status> {
+        let pb::ListObjectsRequest {
+            bucket,
+            prefix,
+            delimiter,
+            page_size: requested,
+            page_token,
+        } = request.into_inner();
+        let delimited = match delimiter.as_str() {
+            "" => false,
+            "/" => true,
+            other => {
+                return Err(Error::InvalidRequest(format!(
+                    "delimiter {other:?} is not supported; use \"/\" or leave it empty"
+                ))
+                .into());
+            }
+        };
+        let after = decode_token(&page_token)?;
+        let size = page_size(
+            requested,
+            (DEFAULT_PAGE_SIZE, crate::objects::MAX_PAGE_SIZE),
+        );
+        let page = self
+            .storage
+            .list(&bucket, &prefix, delimited, size, after.as_deref())
+            .await?;
+        let bucket = self.storage.registry().get(&bucket)?.name.clone();
+        Ok(Response::new(pb::ListObjectsResponse {
+            objects: page
+                .objects
+                .iter()
+                .map(|m| object_meta(&bucket, m))
+                .collect(),
+            common_prefixes: page.common_prefixes,
+            next_page_token: page
+                .next_after
+                .as_deref()
+                .map(encode_token)
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        request: Request<pb::DeleteObjectRequest>,
+    ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
+        let pb::DeleteObjectRequest { bucket, key } = request.into_inner();
+        self.storage.delete(&bucket, &key).await?;
+        Ok(Response::new(pb::DeleteObjectResponse {}))
+    }
+
+    async fn report_error(
+        &self,
+        request: Request<pb::ReportErrorRequest>,
+    ) -> Result<Response<pb::ReportErrorResponse>, Status> {
+        let pb::ReportErrorRequest {
+            service,
+            operation,
+            message,
+            bucket,
+            key,
+        } = request.into_inner();
+        if service.is_empty() || operation.is_empty() || message.is_empty() {
+            return Err(Error::InvalidRequest(
+                "service, operation and message are required".to_owned(),
+            )
+            .into());
+        }
+        self.storage.journal().record(ErrorRecord {
+            time: Utc::now(),
+            service,
+            operation,
+            bucket,
+            key,
+            message,
+            rescue_bucket: String::new(),
+        });
+        Ok(Response::new(pb::ReportErrorResponse {}))
+    }
+
+    async fn list_errors(
+        &self,
+        request: Request<pb::ListErrorsRequest>,
+    ) -> Result<Response<pb::ListErrorsResponse>, Status> {
+        let pb::ListErrorsRequest {
+            bucket,
+            service,
+            since,
+            page_size: requested,
+            page_token,
+        } = request.into_inner();
+        let filter = ErrorFilter {
+            bucket: (!bucket.is_empty()).then_some(bucket),
+            service: (!service.is_empty()).then_some(service),
+            since: since.as_ref().map(from_timestamp).transpose()?,
+        };
+        let offset: usize = match decode_token(&page_token)? {
+            None => 0,
+            Some(text) => text.parse().map_err(|_| {
+                Status::invalid_argument(
+                    "page_token is not one this server issued; start over without it",
+                )
+            })?,
+        };
+        let size = page_size(requested, ERRORS_PAGE);
+        let records = self.storage.journal().list(&filter).await;
+        let end = (offset + size).min(records.len());
+        let errors = records
+            .get(offset..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| pb::ErrorEntry {
+                time: Some(timestamp(r.time)),
+                service: r.service.clone(),
+                operation: r.operation.clone(),
+                bucket: r.bucket.clone(),
+                key: r.key.clone(),
+                message: r.message.clone(),
+                rescue_bucket: r.rescue_bucket.clone(),
+            })
+            .collect();
+        let next_page_token = if end < records.len() {
+            encode_token(&end.to_string())
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListErrorsResponse {
+            errors,
+            next_page_token,
+        }))
+    }
+
+    async fn flush_errors(
+        &self,
+        _request: Request<pb::FlushErrorsRequest>,
+    ) -> Result<Response<pb::FlushErrorsResponse>, Status> {
+        let outcome = self.storage.journal().flush().await?;
+        Ok(Response::new(match outcome {
+            Some(o) => pb::FlushErrorsResponse {
+                flushed_entries: o.records as u64,
+                object_key: o.key,
+            },
+            None => pb::FlushErrorsResponse::default(),
+        }))
+    }
+
+    async fn compact_errors(
+        &self,
+        _request: Request<pb::CompactErrorsRequest>,
+    ) -> Result<Response<pb::CompactErrorsResponse>, Status> {
+        let outcome = self.storage.journal().compact().await?;
+        Ok(Response::new(match outcome {
+            Some(o) => pb::CompactErrorsResponse {
+                merged_parts: o.merged_objects as u64,
+                entries: o.records as u64,
+                object_key: o.key,
+            },
+            None => pb::CompactErrorsResponse::default(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let key = "datasets/ü/part-1";
+        assert_eq!(
+            decode_token(&encode_token(key)).expect("valid").as_deref(),
+            Some(key)
+        );
+        assert!(decode_token("").expect("empty").is_none());
+        for bad in ["abc", "zz", "ff"] {
+            assert!(decode_token(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn page_sizes_default_and_cap() {
+        assert_eq!(page_size(0, (100, 1000)), 100);
+        assert_eq!(page_size(-5, (100, 1000)), 100);
+        assert_eq!(page_size(50, (100, 1000)), 50);
+        assert_eq!(page_size(5000, (100, 1000)), 1000);
+    }
+}
