@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use lakehouse_proto::storage::v1 as pb;
 use object_store::path::Path;
-use object_store::{ObjectStore as _, ObjectStoreExt as _, WriteMultipart};
+use object_store::{ObjectStoreExt as _, WriteMultipart};
 
 const CHUNK: usize = 1024 * 1024;
 

@@ -11,7 +11,7 @@ mod serve;
 
 // Used by the end-to-end tests in ../../tests.
 #[cfg(test)]
-use {bytes as _, futures as _, object_store as _, tempfile as _};
+use {bytes as _, futures as _, lakehouse_proto as _, object_store as _, tempfile as _};
 
 #[tokio::main]
 async fn main() -> ExitCode {
