@@ -11,7 +11,10 @@ mod serve;
 
 // Used by the end-to-end tests in ../../tests.
 #[cfg(test)]
-use {bytes as _, futures as _, lakehouse_proto as _, object_store as _, tempfile as _};
+use {
+    bytes as _, futures as _, lakehouse_proto as _, object_store as _, opentelemetry_proto as _,
+    tempfile as _, tokio_stream as _,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {

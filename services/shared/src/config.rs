@@ -20,8 +20,8 @@ pub struct ServerConfig {
     #[arg(long, env = "LAKEHOUSE_REQUEST_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
-    /// Calls served at once by this process; further calls wait.
-    #[arg(long, env = "LAKEHOUSE_CONCURRENCY_LIMIT", default_value_t = 512)]
+    /// Calls served at once per client connection; further calls wait.
+    #[arg(long, env = "LAKEHOUSE_CONCURRENCY_LIMIT", default_value_t = 256)]
     pub concurrency_limit: usize,
 
     /// Largest single gRPC message accepted or sent, in bytes. Object data

@@ -2,7 +2,7 @@
 //! only while the listener accepts, NOT_SERVING from the moment shutdown
 //! starts), server reflection v1 and v1alpha (grpcurl 1.8 speaks only
 //! v1alpha), request ids, a per-call span joined to the caller's trace, a
-//! timeout, a global concurrency limit and graceful shutdown.
+//! timeout, a per-connection concurrency limit and graceful shutdown.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,7 +16,6 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::classify::GrpcFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -110,7 +109,6 @@ impl GrpcServer {
                     .make_span_with(crate::telemetry::server_span)
                     .on_failure(log_failure),
             )
-            .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
             .into_inner();
 
         for name in &names {
@@ -140,8 +138,13 @@ impl GrpcServer {
             }
         };
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // The limit is per connection, not global: in `serve all` a call may
+        // wait on a loopback call to a peer service in this same process, and
+        // a global limit would let outside calls take every permit and
+        // deadlock on the inner ones.
         let server = tonic::transport::Server::builder()
             .timeout(config.request_timeout)
+            .concurrency_limit_per_connection(config.concurrency_limit)
             .layer(stack)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
