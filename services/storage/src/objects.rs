@@ -198,6 +198,7 @@ impl Storage {
     {
         let path = validate_key(key)?;
         let bucket = self.registry.get(bucket)?;
+        self.require_local_root("put_object", bucket, key).await?;
         let mut pending: Vec<Bytes> = Vec::new();
         let mut pending_len = 0usize;
         let mut total = 0u64;
@@ -363,7 +364,15 @@ impl Storage {
             Ok(value) => return Ok((value, None)),
             Err(error) => error,
         };
-        let not_found = matches!(primary_error, object_store::Error::NotFound { .. });
+        let mut not_found = matches!(primary_error, object_store::Error::NotFound { .. });
+        // A vanished local folder answers NotFound; it is a failure.
+        let primary_error = match (not_found, primary.local_root_missing().await) {
+            (true, Some(reason)) => {
+                not_found = false;
+                unavailable(reason)
+            }
+            _ => primary_error,
+        };
         if is_range_error(&primary_error) {
             // The caller's mistake; the rescue bucket would say the same.
             return Err(Error::RangeNotSatisfiable(primary_error.to_string()));
@@ -403,6 +412,18 @@ impl Storage {
         }
     }
 
+    async fn require_local_root(
+        &self,
+        operation: &'static str,
+        bucket: &Bucket,
+        key: &str,
+    ) -> Result<()> {
+        match bucket.local_root_missing().await {
+            None => Ok(()),
+            Some(reason) => Err(self.fail(operation, bucket, key, unavailable(reason), None)),
+        }
+    }
+
     fn not_found_or_fail(
         &self,
         operation: &'static str,
@@ -430,6 +451,8 @@ impl Storage {
     ) -> Result<ListPage> {
         let bucket = self.registry.get(bucket)?;
         let prefix_path = validate_prefix(prefix)?;
+        self.require_local_root("list_objects", bucket, prefix)
+            .await?;
         let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
         let (mut objects, common_prefixes) = if delimited {
             let result = bucket
@@ -483,6 +506,8 @@ impl Storage {
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         let path = validate_key(key)?;
         let bucket = self.registry.get(bucket)?;
+        self.require_local_root("delete_object", bucket, key)
+            .await?;
         match bucket.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(self.fail("delete_object", bucket, key, source, None)),
@@ -525,6 +550,13 @@ impl Storage {
             }
         });
         Ok(futures::future::join_all(probes).await)
+    }
+}
+
+fn unavailable(reason: String) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "lakehouse",
+        source: reason.into(),
     }
 }
 

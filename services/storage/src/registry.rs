@@ -58,6 +58,21 @@ impl Bucket {
         }
     }
 
+    /// For a local bucket: the folder must exist. `LocalFileSystem` creates
+    /// missing parents on write, so without this check a write to a bucket
+    /// whose folder (or mount) vanished would silently recreate it elsewhere,
+    /// and a read would look like a plain miss.
+    pub async fn local_root_missing(&self) -> Option<String> {
+        let Backend::Local { root } = &self.backend else {
+            return None;
+        };
+        match tokio::fs::metadata(root).await {
+            Ok(meta) if meta.is_dir() => None,
+            Ok(_) => Some(format!("bucket folder {} is not a folder", root.display())),
+            Err(error) => Some(format!("bucket folder {}: {error}", root.display())),
+        }
+    }
+
     /// Checks that the backend answers. A local bucket whose folder is gone
     /// is unreachable even though listing it would look empty.
     pub async fn probe(&self, timeout: Duration) -> std::result::Result<Duration, String> {

@@ -48,9 +48,15 @@ async fn journal_lists_filters_pages_flushes_compacts_and_persists() {
     let server = TestServer::start(&toml).await;
     let mut client = server.client();
     for n in 0..5 {
-        client.report_error(report("catalog", n)).await.expect("report");
+        client
+            .report_error(report("catalog", n))
+            .await
+            .expect("report");
     }
-    client.report_error(report("ingest", 99)).await.expect("report");
+    client
+        .report_error(report("ingest", 99))
+        .await
+        .expect("report");
 
     // Buffered entries are listed before any flush.
     let catalog_only = pb::ListErrorsRequest {
@@ -69,10 +75,23 @@ async fn journal_lists_filters_pages_flushes_compacts_and_persists() {
         .expect("flush")
         .into_inner();
     assert_eq!(flushed.flushed_entries, 6);
-    assert!(flushed.object_key.starts_with("_lakehouse/errors/"), "{}", flushed.object_key);
-    client.report_error(report("catalog", 5)).await.expect("report");
-    client.flush_errors(pb::FlushErrorsRequest {}).await.expect("flush");
-    client.report_error(report("catalog", 6)).await.expect("report");
+    assert!(
+        flushed.object_key.starts_with("_lakehouse/errors/"),
+        "{}",
+        flushed.object_key
+    );
+    client
+        .report_error(report("catalog", 5))
+        .await
+        .expect("report");
+    client
+        .flush_errors(pb::FlushErrorsRequest {})
+        .await
+        .expect("flush");
+    client
+        .report_error(report("catalog", 6))
+        .await
+        .expect("report");
 
     let compacted = client
         .compact_errors(pb::CompactErrorsRequest {})
@@ -86,7 +105,9 @@ async fn journal_lists_filters_pages_flushes_compacts_and_persists() {
     let messages: Vec<_> = entries.iter().map(|e| e.message.as_str()).collect();
     assert_eq!(
         messages,
-        (0..7).map(|n| format!("footer unreadable #{n}")).collect::<Vec<_>>(),
+        (0..7)
+            .map(|n| format!("footer unreadable #{n}"))
+            .collect::<Vec<_>>(),
         "each entry exactly once, in order, across flushed, compacted and buffered"
     );
 
@@ -112,7 +133,10 @@ async fn journal_lists_filters_pages_flushes_compacts_and_persists() {
 
     // Flushed entries survive a restart (compaction merges only flushed
     // parts, so #6 is still buffered: flush it first).
-    client.flush_errors(pb::FlushErrorsRequest {}).await.expect("flush");
+    client
+        .flush_errors(pb::FlushErrorsRequest {})
+        .await
+        .expect("flush");
     drop(server);
     let restarted = TestServer::start(&toml).await;
     let entries = list_all(&restarted, catalog_only).await;

@@ -167,6 +167,73 @@ async fn unreachable_s3_primary_is_served_from_rescue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_local_folder_is_unavailable_not_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let primary = dir.path().join("primary");
+    let toml = format!(
+        "default_bucket = \"journal\"\n{}{}",
+        local_bucket_toml("main", &primary, None),
+        local_bucket_toml("journal", &dir.path().join("journal"), None),
+    );
+    let server = TestServer::start(&toml).await;
+    std::fs::remove_dir_all(&primary).expect("remove the bucket folder");
+    let mut client = server.client();
+
+    let status = client
+        .get_object(pb::GetObjectRequest {
+            bucket: "main".to_owned(),
+            key: "a.txt".to_owned(),
+            range: None,
+        })
+        .await
+        .expect_err("no folder, no object");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("ListErrors"),
+        "{}",
+        status.message()
+    );
+
+    let status = client
+        .list_objects(pb::ListObjectsRequest {
+            bucket: "main".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an empty listing would be a lie");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+
+    let put = vec![
+        pb::PutObjectRequest {
+            part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
+                bucket: "main".to_owned(),
+                key: "a.txt".to_owned(),
+                ..Default::default()
+            })),
+        },
+        pb::PutObjectRequest {
+            part: Some(pb::put_object_request::Part::Chunk(Bytes::from_static(
+                b"x",
+            ))),
+        },
+    ];
+    let status = client
+        .put_object(futures::stream::iter(put))
+        .await
+        .expect_err("a write must not recreate a vanished folder");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(!primary.exists(), "the folder was recreated");
+
+    let entries = journal(&server, "main").await;
+    let operations: Vec<_> = entries.iter().map(|e| e.operation.as_str()).collect();
+    assert_eq!(
+        operations,
+        ["get_object", "list_objects", "put_object"],
+        "{entries:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn miss_on_a_healthy_primary_does_not_fall_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let toml = format!(
