@@ -13,7 +13,7 @@ mod serve;
 #[cfg(test)]
 use {
     bytes as _, futures as _, lakehouse_proto as _, object_store as _, opentelemetry_proto as _,
-    tempfile as _, tokio_stream as _,
+    tempfile as _, tokio_stream as _, tonic as _,
 };
 
 #[tokio::main]
