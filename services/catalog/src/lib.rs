@@ -1,20 +1,92 @@
-//! The catalog service. It owns dataset manifests (schema, files, row counts, lineage) and repairs drifted manifests from Parquet footers.
+//! The catalog service: it owns dataset manifests (files, schema, row
+//! counts, lineage, version) in SQLite or PostgreSQL, and repairs manifests
+//! that drifted from their files by reading only Parquet footers.
 //!
-//! Until its milestone lands, every RPC answers UNIMPLEMENTED with a message
-//! naming the feature, so clients can already be written against the final
-//! API (the protos are complete).
+//! Layout: [`model`] (validated values), [`store`] (the manifest store
+//! trait and its two sqlx backends), `catalog` (the operations, over a store
+//! and the storage service), `resync` and `footer` (repair), and [`grpc`],
+//! which only converts and delegates.
 
-mod grpc;
+mod catalog;
+mod config;
+mod error;
+mod footer;
+pub mod grpc;
+pub mod model;
+mod redact;
+mod resync;
+mod storage;
+pub mod store;
 
-pub use grpc::CatalogServiceImpl;
+use std::path::Path;
+use std::sync::Arc;
 
-use lakehouse_client as _;
 use lakehouse_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
-use tracing as _;
 
-/// The gRPC service, with the process's message size limit.
-pub fn service(max_message_bytes: usize) -> CatalogServiceServer<CatalogServiceImpl> {
-    CatalogServiceServer::new(CatalogServiceImpl::default())
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes)
+pub use catalog::{Catalog, Deleted, MissingReport};
+pub use config::CatalogConfig;
+pub use error::{Error, Result};
+pub use footer::{FOOTER_PREFETCH, Footer, FooterError, read_footer};
+pub use redact::redact_secrets;
+pub use resync::{FieldChange, FileChange, FileChangeKind, FileProblem, ResyncReport};
+pub use storage::StorageAccess;
+
+#[cfg(test)]
+use {arrow as _, lakehouse_storage as _, rand as _, tempfile as _, tokio_util as _};
+
+/// The catalog service with its database connections.
+#[derive(Debug)]
+pub struct CatalogRuntime {
+    catalog: Arc<Catalog>,
+}
+
+impl CatalogRuntime {
+    /// Opens the store (the embedded SQLite file under `data_dir` unless
+    /// `--catalog-url` names another), applies migrations, and prepares a
+    /// storage client for `storage_addr` (such as "http://127.0.0.1:50051").
+    /// The client connects on first use: in `serve all` storage is this very
+    /// process and starts serving only after construction.
+    pub async fn start(
+        config: &CatalogConfig,
+        data_dir: &Path,
+        storage_addr: &str,
+    ) -> Result<Self> {
+        let store = store::open(
+            config.catalog_url.as_deref(),
+            data_dir,
+            &config.store_options(),
+        )
+        .await?;
+        let backend = match config.catalog_url.as_deref() {
+            None => format!("sqlite {}", data_dir.join("catalog.sqlite").display()),
+            Some(url) => redact_secrets(url),
+        };
+        tracing::info!(store = %backend, storage = storage_addr, "catalog ready");
+        let client = lakehouse_client::storage(lakehouse_client::connect_lazy(storage_addr)?);
+        let catalog = Catalog::new(
+            store,
+            StorageAccess::new(client),
+            config.catalog_resync_concurrency,
+        );
+        Ok(Self {
+            catalog: Arc::new(catalog),
+        })
+    }
+
+    /// The domain object, for in-process use and tests.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The gRPC service, with the process's message size limit.
+    pub fn service(&self, max_message_bytes: usize) -> CatalogServiceServer<grpc::CatalogGrpc> {
+        CatalogServiceServer::new(grpc::CatalogGrpc::new(self.catalog.clone()))
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
+    }
+
+    /// Closes the database connections; call after the server has drained.
+    pub async fn shutdown(self) {
+        self.catalog.store().close().await;
+    }
 }

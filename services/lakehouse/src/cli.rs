@@ -21,6 +21,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Ask a server for its gRPC health; exit 0 only when it is SERVING.
     Health(HealthArgs),
+    /// Use the storage service: buckets, health, ls, put, get, rm, errors.
+    Storage(crate::storage_cmd::StorageArgs),
 }
 
 /// Which service(s) a process runs.
@@ -83,6 +85,9 @@ pub struct ServeArgs {
 
     #[command(flatten, next_help_heading = "Storage")]
     pub storage: lakehouse_storage::StorageConfig,
+
+    #[command(flatten, next_help_heading = "Catalog")]
+    pub catalog: lakehouse_catalog::CatalogConfig,
 }
 
 #[derive(Debug, clap::Args)]

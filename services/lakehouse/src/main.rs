@@ -8,13 +8,11 @@ use clap::Parser;
 mod cli;
 mod health;
 mod serve;
+mod storage_cmd;
 
 // Used by the end-to-end tests in ../../tests.
 #[cfg(test)]
-use {
-    bytes as _, futures as _, lakehouse_proto as _, object_store as _, opentelemetry_proto as _,
-    tempfile as _, tokio_stream as _, tonic as _,
-};
+use {bytes as _, opentelemetry_proto as _, tempfile as _, tokio_stream as _, tonic as _};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -22,6 +20,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(*args).await,
         cli::Command::Health(args) => health::run(args).await,
+        cli::Command::Storage(args) => storage_cmd::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -23,31 +23,55 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     tracing::info!(role = role.name(), %local, "starting");
 
     let max_message = args.server.max_message_bytes;
+    // Peers: this very process in `all` mode, otherwise the configured (or
+    // default local) addresses. Clients connect lazily, so start order and
+    // self-calls do not matter.
+    let peer = |configured: &Option<String>, port: u16| match (configured, role) {
+        (Some(addr), _) => addr.clone(),
+        (None, Role::All) => self_addr.clone(),
+        (None, _) => format!("http://127.0.0.1:{port}"),
+    };
+    let storage_addr = peer(&args.peers.storage_addr, Role::Storage.default_port());
+    let catalog_addr = peer(&args.peers.catalog_addr, Role::Catalog.default_port());
+    let secrets = lakehouse_shared::secrets::from_config(&args.secrets)?;
+
     let mut server = GrpcServer::new(args.server.clone());
-    let mut storage_runtime = None;
+    let mut storage = None;
+    let mut catalog = None;
     if matches!(role, Role::Storage | Role::All) {
-        let secrets = lakehouse_shared::secrets::from_config(&args.secrets)?;
-        let runtime =
-            lakehouse_storage::StorageRuntime::start(&args.storage, &args.data.data_dir, secrets)
-                .await?;
+        let runtime = lakehouse_storage::StorageRuntime::start(
+            &args.storage,
+            &args.data.data_dir,
+            secrets.clone(),
+        )
+        .await?;
         server = server.add_service(runtime.service(max_message));
-        storage_runtime = Some(runtime);
+        storage = Some(runtime);
     }
     if matches!(role, Role::Catalog | Role::All) {
-        server = server.add_service(lakehouse_catalog::service(max_message));
+        let runtime =
+            lakehouse_catalog::CatalogRuntime::start(&args.catalog, &args.data.data_dir, &storage_addr)
+                .await?;
+        server = server.add_service(runtime.service(max_message));
+        catalog = Some(runtime);
     }
     if matches!(role, Role::Ingest | Role::All) {
+        let _ = (&catalog_addr, &secrets);
         server = server.add_service(lakehouse_ingest::service(max_message));
     }
     if matches!(role, Role::Vector | Role::All) {
         server = server.add_service(lakehouse_vector::service(max_message));
     }
-    let _ = &self_addr;
 
     server.serve(listener, shutdown).await?;
 
-    // Background workers stop after the server has drained.
-    if let Some(runtime) = storage_runtime {
+    // Background work stops after the server has drained, producers first:
+    // ingest (which writes to storage and commits to the catalog), then the
+    // catalog, then storage (which flushes the error journal last).
+    if let Some(runtime) = catalog {
+        runtime.shutdown().await;
+    }
+    if let Some(runtime) = storage {
         runtime.shutdown().await;
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,272 @@
+use tonic::{Code, Status};
+
+/// Errors of the catalog service. One variant per cause; the gRPC mapping
+/// below picks the code by meaning and keeps database text (SQL, sqlx
+/// messages, connection strings) out of client messages: those go to the
+/// server log only.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The dataset name is not acceptable.
+    #[error("invalid dataset name {name:?}: {reason}")]
+    InvalidName {
+        /// The name, shortened if long.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// An object key in a commit is not acceptable.
+    #[error("invalid file key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key, shortened if long.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// A schema given by the caller is not acceptable.
+    #[error("invalid schema: {0}")]
+    InvalidSchema(String),
+
+    /// A request is malformed in some other way.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    /// The dataset does not exist.
+    #[error("dataset {name:?} not found")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+
+    /// CreateDataset found the name taken.
+    #[error("dataset {name:?} already exists; get it, or delete it first")]
+    AlreadyExists {
+        /// The name.
+        name: String,
+    },
+
+    /// The dataset is not at the version the caller expected (or a
+    /// concurrent change won the race); nothing was changed.
+    #[error(
+        "dataset {name:?} is at version {actual}, not the expected {expected}; nothing was changed: get the dataset and retry against its current version"
+    )]
+    VersionConflict {
+        /// The name.
+        name: String,
+        /// The version the caller expected (0: must not exist).
+        expected: u64,
+        /// The version found (0: does not exist).
+        actual: u64,
+    },
+
+    /// The commit contradicts the dataset's current state.
+    #[error("dataset {name:?}: {reason}; nothing was changed")]
+    Precondition {
+        /// The name.
+        name: String,
+        /// What contradicts.
+        reason: String,
+    },
+
+    /// The catalog database failed.
+    #[error("catalog database failed during {operation}: {source}")]
+    Database {
+        /// What was being done, such as "commit".
+        operation: &'static str,
+        /// The driver's error (logged, never sent to clients).
+        source: sqlx::Error,
+    },
+
+    /// The database schema could not be brought up to date at start.
+    #[error("catalog database migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+
+    /// The catalog URL is not usable.
+    #[error("invalid --catalog-url {url}: {reason}")]
+    InvalidUrl {
+        /// The URL with any password redacted.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// The SQLite file's folder could not be created.
+    #[error("cannot create the catalog folder {path}: {source}", path = path.display())]
+    CreateFolder {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// A stored row could not be read back.
+    #[error("catalog row of dataset {name:?} is corrupt: {reason}")]
+    Corrupt {
+        /// The dataset.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The storage service answered with an error (its status is kept: its
+    /// messages are already meant for clients).
+    #[error("storage {operation} failed: {status}")]
+    Storage {
+        /// What was being done, such as "list files".
+        operation: &'static str,
+        /// The storage service's answer.
+        status: Box<Status>,
+    },
+
+    /// DeleteDataset removed the manifest but not every file.
+    #[error(
+        "dataset {name:?} was deleted, but some of its files in bucket {bucket} could not be ({deleted} deleted, {left} failed); they are listed in the storage error journal (ListErrors)"
+    )]
+    FilesLeft {
+        /// The dataset.
+        name: String,
+        /// Its bucket.
+        bucket: String,
+        /// Files deleted.
+        deleted: u64,
+        /// Files that could not be deleted (the listing may have failed too).
+        left: u64,
+    },
+
+    /// The storage address is not valid.
+    #[error(transparent)]
+    Client(#[from] lakehouse_client::Error),
+}
+
+/// Result with the catalog [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps a database error, naming the operation for the log.
+    pub(crate) fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Database { operation, source }
+    }
+
+    /// Wraps a storage status.
+    pub(crate) fn storage(operation: &'static str) -> impl FnOnce(Status) -> Self {
+        move |status| Self::Storage {
+            operation,
+            status: Box::new(status),
+        }
+    }
+}
+
+/// Whether a database error means "the database is not reachable or busy
+/// right now" (retry later) rather than a bug or corrupt data.
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            // SQLite: SQLITE_BUSY (5) / SQLITE_LOCKED (6); PostgreSQL class
+            // 08 (connection), 40 (transaction rollback), 57P (shutdown).
+            let code = db.code().unwrap_or_default();
+            matches!(code.as_ref(), "5" | "6" | "517")
+                || code.starts_with("08")
+                || code.starts_with("40")
+                || code.starts_with("57P")
+        }
+        _ => false,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::InvalidName { .. }
+            | Error::InvalidKey { .. }
+            | Error::InvalidSchema(_)
+            | Error::InvalidRequest(_) => Code::InvalidArgument,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::VersionConflict { .. } => Code::Aborted,
+            Error::Precondition { .. } => Code::FailedPrecondition,
+            Error::Database { source, .. } if is_transient(source) => Code::Unavailable,
+            Error::Database { .. } | Error::Corrupt { .. } => Code::Internal,
+            Error::Migrate(_) | Error::InvalidUrl { .. } | Error::CreateFolder { .. } => {
+                Code::Internal
+            }
+            Error::Storage { status, .. } => match status.code() {
+                // A storage failure that is the caller's to fix (an unknown
+                // bucket, say) keeps its code; anything else means storage
+                // could not do its part right now.
+                c if lakehouse_shared::status::is_caller_error(c) => c,
+                _ => Code::Unavailable,
+            },
+            Error::FilesLeft { .. } => Code::Unavailable,
+            Error::Client(_) => Code::Internal,
+        };
+        let message = match &error {
+            Error::Database { operation, .. } if code == Code::Unavailable => format!(
+                "the catalog database is unavailable during {operation}; retry later, and see the catalog server's log if it persists"
+            ),
+            Error::Database { operation, .. } => format!(
+                "the catalog database failed during {operation}; see the catalog server's log"
+            ),
+            Error::Corrupt { name, .. } => format!(
+                "the manifest of dataset {name:?} could not be read; see the catalog server's log"
+            ),
+            Error::Migrate(_) | Error::InvalidUrl { .. } | Error::CreateFolder { .. } => {
+                "the catalog is misconfigured; see the catalog server's log".to_owned()
+            }
+            Error::Storage { operation, status } => match status.code() {
+                c if lakehouse_shared::status::is_caller_error(c) => {
+                    format!("storage refused to {operation}: {}", status.message())
+                }
+                _ => format!(
+                    "storage could not {operation} (it may be unreachable); retry later, and see ListErrors on the storage service"
+                ),
+            },
+            Error::Client(_) => {
+                "the catalog's storage address is invalid; see the catalog server's log".to_owned()
+            }
+            _ => error.to_string(),
+        };
+        if lakehouse_shared::status::is_caller_error(code) {
+            tracing::debug!(%error, ?code, "catalog request refused");
+        } else {
+            tracing::warn!(%error, ?code, "catalog request failed");
+        }
+        Status::new(code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_text_never_reaches_clients() {
+        let status = Status::from(Error::Database {
+            operation: "commit",
+            source: sqlx::Error::Protocol("SELECT secret FROM x".into()),
+        });
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("SELECT"), "{}", status.message());
+        let status = Status::from(Error::Database {
+            operation: "commit",
+            source: sqlx::Error::PoolTimedOut,
+        });
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn conflicts_are_aborted() {
+        let status = Status::from(Error::VersionConflict {
+            name: "a".into(),
+            expected: 1,
+            actual: 2,
+        });
+        assert_eq!(status.code(), Code::Aborted);
+        assert!(status.message().contains("version 2"));
+    }
+}
