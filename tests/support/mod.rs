@@ -57,6 +57,7 @@ impl ServerProcess {
         let addr = format!("127.0.0.1:{port}");
         let data_dir = dir.join("data");
         let log = dir.join(format!("{role}-{port}.log"));
+        std::fs::create_dir_all(dir).expect("create the server folder");
         let log_file = std::fs::File::create(&log).expect("create server log");
         let mut command = Command::new(BINARY);
         command

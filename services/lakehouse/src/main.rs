@@ -12,7 +12,10 @@ mod storage_cmd;
 
 // Used by the end-to-end tests in ../../tests.
 #[cfg(test)]
-use {bytes as _, opentelemetry_proto as _, tempfile as _, tokio_stream as _, tonic as _};
+use {
+    arrow as _, bytes as _, opentelemetry_proto as _, parquet as _, tempfile as _, tokio_stream as _,
+    tonic as _,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
