@@ -13,8 +13,8 @@ mod storage_cmd;
 // Used by the end-to-end tests in ../../tests.
 #[cfg(test)]
 use {
-    arrow as _, bytes as _, opentelemetry_proto as _, parquet as _, tempfile as _, tokio_stream as _,
-    tonic as _,
+    arrow as _, bytes as _, opentelemetry_proto as _, parquet as _, tempfile as _,
+    tokio_stream as _, tonic as _,
 };
 
 #[tokio::main]

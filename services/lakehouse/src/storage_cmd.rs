@@ -18,7 +18,12 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 #[derive(Debug, clap::Args)]
 pub struct StorageArgs {
     /// Storage (or `serve all`) address.
-    #[arg(long, env = "LAKEHOUSE_STORAGE_ADDR", default_value = "127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "LAKEHOUSE_STORAGE_ADDR",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
     pub addr: String,
 
     /// Bucket; empty uses the server's default bucket.
@@ -87,7 +92,12 @@ pub async fn run(args: StorageArgs) -> Result<ExitCode> {
                 } else {
                     format!(" rescue={}", b.rescue_bucket)
                 };
-                println!("{}{default}\t{}\t{}{rescue}", b.name, b.backend().as_str_name(), b.location);
+                println!(
+                    "{}{default}\t{}\t{}{rescue}",
+                    b.name,
+                    b.backend().as_str_name(),
+                    b.location
+                );
             }
         }
         StorageCommand::Health => {
@@ -99,7 +109,11 @@ pub async fn run(args: StorageArgs) -> Result<ExitCode> {
             let mut all_ok = true;
             for b in report {
                 all_ok &= b.reachable;
-                let state = if b.reachable { "reachable" } else { "UNREACHABLE" };
+                let state = if b.reachable {
+                    "reachable"
+                } else {
+                    "UNREACHABLE"
+                };
                 println!("{}\t{state}\t{} µs\t{}", b.bucket, b.latency_us, b.error);
             }
             if !all_ok {
@@ -111,7 +125,12 @@ pub async fn run(args: StorageArgs) -> Result<ExitCode> {
             let mut listing = store.list(prefix.as_ref());
             while let Some(meta) = listing.next().await {
                 let meta = meta?;
-                println!("{}\t{}\t{}", meta.size, meta.last_modified.to_rfc3339(), meta.location);
+                println!(
+                    "{}\t{}\t{}",
+                    meta.size,
+                    meta.last_modified.to_rfc3339(),
+                    meta.location
+                );
             }
         }
         StorageCommand::Put { file, key } => {
@@ -139,7 +158,11 @@ pub async fn run(args: StorageArgs) -> Result<ExitCode> {
             let mut output: Box<dyn tokio::io::AsyncWrite + Unpin> = if file == "-" {
                 Box::new(tokio::io::stdout())
             } else {
-                Box::new(tokio::fs::File::create(&file).await.map_err(|e| format!("cannot create {file}: {e}"))?)
+                Box::new(
+                    tokio::fs::File::create(&file)
+                        .await
+                        .map_err(|e| format!("cannot create {file}: {e}"))?,
+                )
             };
             while let Some(chunk) = stream.next().await {
                 output.write_all(&chunk?).await?;
@@ -167,7 +190,10 @@ pub async fn run(args: StorageArgs) -> Result<ExitCode> {
                         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
                         .map(|t| t.to_rfc3339())
                         .unwrap_or_default();
-                    println!("{time}\t{}\t{}\t{}\t{}\t{}", e.service, e.operation, e.bucket, e.key, e.message);
+                    println!(
+                        "{time}\t{}\t{}\t{}\t{}\t{}",
+                        e.service, e.operation, e.bucket, e.key, e.message
+                    );
                 }
                 if page.next_page_token.is_empty() {
                     break;
