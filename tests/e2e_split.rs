@@ -27,7 +27,9 @@ fn parquet_bytes(rows: i64) -> Vec<u8> {
         schema.clone(),
         vec![
             Arc::new(Int64Array::from_iter_values(0..rows)),
-            Arc::new(StringArray::from_iter((0..rows).map(|i| (i % 3 != 0).then(|| format!("n{i}"))))),
+            Arc::new(StringArray::from_iter(
+                (0..rows).map(|i| (i % 3 != 0).then(|| format!("n{i}"))),
+            )),
         ],
     )
     .expect("batch");
@@ -52,10 +54,16 @@ fn storage_and_catalog_as_separate_processes() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let storage_client =
-            lakehouse_client::storage(lakehouse_client::connect(&storage.uri()).await.expect("storage"));
-        let mut catalog_client =
-            lakehouse_client::catalog(lakehouse_client::connect(&catalog.uri()).await.expect("catalog"));
+        let storage_client = lakehouse_client::storage(
+            lakehouse_client::connect(&storage.uri())
+                .await
+                .expect("storage"),
+        );
+        let mut catalog_client = lakehouse_client::catalog(
+            lakehouse_client::connect(&catalog.uri())
+                .await
+                .expect("catalog"),
+        );
 
         let created = catalog_client
             .create_dataset(catalog::CreateDatasetRequest {
@@ -69,7 +77,10 @@ fn storage_and_catalog_as_separate_processes() {
             .dataset
             .expect("dataset");
         assert_eq!(created.version, 1);
-        assert_eq!(created.bucket, "default", "the storage process's default bucket");
+        assert_eq!(
+            created.bucket, "default",
+            "the storage process's default bucket"
+        );
 
         let store = GrpcObjectStore::new(storage_client, "");
         store
@@ -112,6 +123,9 @@ fn storage_and_catalog_as_separate_processes() {
             .into_iter()
             .map(|c| (c.name, c.nullable))
             .collect();
-        assert_eq!(columns, [("id".to_owned(), false), ("name".to_owned(), true)]);
+        assert_eq!(
+            columns,
+            [("id".to_owned(), false), ("name".to_owned(), true)]
+        );
     });
 }

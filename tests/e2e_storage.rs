@@ -280,20 +280,37 @@ fn cli_put_get_ls_rm_round_trip_a_multipart_file() {
     };
     // 20 MiB + a tail: several multipart parts through the gRPC adapter.
     let source = dir.path().join("source.bin");
-    let data: Vec<u8> = (0..(20 << 20) + 12345).map(|i: u32| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..(20 << 20) + 12345)
+        .map(|i: u32| (i % 251) as u8)
+        .collect();
     std::fs::write(&source, &data).expect("write source");
 
     let out = cli(&["put", &source.display().to_string(), "big/source.bin"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cli(&["ls", "big"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{}\t", data.len())));
     let copy = dir.path().join("copy.bin");
     let out = cli(&["get", "big/source.bin", &copy.display().to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(std::fs::read(&copy).expect("read copy") == data, "round trip differs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(&copy).expect("read copy") == data,
+        "round trip differs"
+    );
     let out = cli(&["rm", "big/source.bin"]);
     assert!(out.status.success());
     let out = cli(&["get", "big/source.bin", "-"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -54,7 +54,10 @@ fn server_spans_are_exported_under_the_callers_trace() {
     let mut server = ServerProcess::start(
         "all",
         dir.path(),
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector_addr}"))],
+        &[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{collector_addr}"),
+        )],
     );
     server.wait_healthy();
 
@@ -66,7 +69,9 @@ fn server_spans_are_exported_under_the_callers_trace() {
         let mut request = Request::new(lakehouse_proto::storage::v1::ListBucketsRequest {});
         request.metadata_mut().insert(
             "traceparent",
-            format!("00-{trace_id}-00f067aa0ba902b7-01").parse().expect("ascii"),
+            format!("00-{trace_id}-00f067aa0ba902b7-01")
+                .parse()
+                .expect("ascii"),
         );
         client.list_buckets(request).await.expect("ListBuckets");
     });
