@@ -88,6 +88,9 @@ pub struct ServeArgs {
 
     #[command(flatten, next_help_heading = "Catalog")]
     pub catalog: lakehouse_catalog::CatalogConfig,
+
+    #[command(flatten, next_help_heading = "Ingest")]
+    pub ingest: lakehouse_ingest::IngestConfig,
 }
 
 #[derive(Debug, clap::Args)]

@@ -38,6 +38,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     let mut server = GrpcServer::new(args.server.clone());
     let mut storage = None;
     let mut catalog = None;
+    let mut ingest = None;
     if matches!(role, Role::Storage | Role::All) {
         let runtime = lakehouse_storage::StorageRuntime::start(
             &args.storage,
@@ -49,15 +50,25 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
         storage = Some(runtime);
     }
     if matches!(role, Role::Catalog | Role::All) {
-        let runtime =
-            lakehouse_catalog::CatalogRuntime::start(&args.catalog, &args.data.data_dir, &storage_addr)
-                .await?;
+        let runtime = lakehouse_catalog::CatalogRuntime::start(
+            &args.catalog,
+            &args.data.data_dir,
+            &storage_addr,
+        )
+        .await?;
         server = server.add_service(runtime.service(max_message));
         catalog = Some(runtime);
     }
     if matches!(role, Role::Ingest | Role::All) {
-        let _ = (&catalog_addr, &secrets);
-        server = server.add_service(lakehouse_ingest::service(max_message));
+        let runtime = lakehouse_ingest::IngestRuntime::start(
+            &args.ingest,
+            secrets.clone(),
+            &storage_addr,
+            &catalog_addr,
+        )
+        .await?;
+        server = server.add_service(runtime.service(max_message));
+        ingest = Some(runtime);
     }
     if matches!(role, Role::Vector | Role::All) {
         server = server.add_service(lakehouse_vector::service(max_message));
@@ -68,6 +79,9 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     // Background work stops after the server has drained, producers first:
     // ingest (which writes to storage and commits to the catalog), then the
     // catalog, then storage (which flushes the error journal last).
+    if let Some(runtime) = ingest {
+        runtime.shutdown().await;
+    }
     if let Some(runtime) = catalog {
         runtime.shutdown().await;
     }

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::{TestServer, free_port, local_bucket_toml, s3_bucket_toml};
 use lakehouse_client::RescueUsed;
 use lakehouse_proto::storage::v1 as pb;
-use object_store::path::Path;
 use object_store::ObjectStoreExt as _;
+use object_store::path::Path;
 
 const RESCUE_HEADER: &str = "x-lakehouse-rescue-used";
 

@@ -1,0 +1,275 @@
+use tonic::{Code, Status};
+
+/// Errors of the ingest service. One variant per cause. Messages never hold a
+/// password: DSN errors describe the problem without echoing the DSN, source
+/// errors carry only PostgreSQL's SQLSTATE and primary message (which
+/// concern the caller's own SQL), and anything that might hold a secret is
+/// scrubbed by [`crate::dsn::Redactor`] before it is stored here.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    /// The DSN cannot be parsed; the reason never quotes it.
+    #[error("invalid dsn: {0}")]
+    InvalidDsn(String),
+
+    /// The named password secret could not be resolved.
+    #[error("password_secret {name:?}: {source}")]
+    Secret {
+        /// The secret's name.
+        name: String,
+        /// The provider's error (never a value).
+        source: lakehouse_shared::Error,
+    },
+
+    /// PostgreSQL refused the credentials.
+    #[error(
+        "postgres at {target} refused the credentials of user {user:?}: check the password (or password_secret) and pg_hba.conf"
+    )]
+    SourceAuth {
+        /// host:port/db, never with a password.
+        target: String,
+        /// The user name.
+        user: String,
+    },
+
+    /// PostgreSQL could not be reached.
+    #[error("postgres at {target} is unreachable: {reason}")]
+    SourceUnreachable {
+        /// host:port/db.
+        target: String,
+        /// Why (I/O or TLS error text, without secrets).
+        reason: String,
+    },
+
+    /// PostgreSQL reported an error for the caller's SQL or data.
+    #[error("postgres error {code}: {message}")]
+    SourceSql {
+        /// SQLSTATE.
+        code: String,
+        /// PostgreSQL's primary message, scrubbed of secrets.
+        message: String,
+    },
+
+    /// The connection failed mid-ingest or spoke an unexpected protocol.
+    #[error("postgres connection failed during {during}: {reason}")]
+    SourceProtocol {
+        /// What was under way.
+        during: &'static str,
+        /// Why, scrubbed of secrets.
+        reason: String,
+    },
+
+    /// A column has a type the ingest does not map.
+    #[error(
+        "column {column:?} has type {type_name}, which ingest does not support{reason}; cast it in a query, e.g. SELECT {quoted}{cast} AS {quoted}"
+    )]
+    UnsupportedType {
+        /// Column name.
+        column: String,
+        /// The type as PostgreSQL names it.
+        type_name: String,
+        /// ": why", or empty.
+        reason: String,
+        /// The column quoted as an identifier.
+        quoted: String,
+        /// A cast that works.
+        cast: &'static str,
+    },
+
+    /// A value cannot be represented in the column's Arrow type.
+    #[error("column {column:?}: {reason}; {hint}")]
+    Value {
+        /// Column name.
+        column: String,
+        /// What is wrong.
+        reason: String,
+        /// What to do.
+        hint: &'static str,
+    },
+
+    /// A NOT NULL column produced a NULL.
+    #[error("column {column:?} is NOT NULL but the server sent a NULL")]
+    UnexpectedNull {
+        /// Column name.
+        column: String,
+    },
+
+    /// The binary COPY stream was malformed.
+    #[error("malformed COPY stream: {0}")]
+    Framing(#[from] crate::copy_binary::FramingError),
+
+    /// Arrow refused to build a batch.
+    #[error("arrow: {0}")]
+    Arrow(#[source] arrow::error::ArrowError),
+
+    /// Parquet encoding failed.
+    #[error("parquet encoding failed: {0}")]
+    Parquet(#[source] parquet::errors::ParquetError),
+
+    /// Storage failed writing or deleting a part.
+    #[error("storage failed during {operation} of {key}: {source}")]
+    Storage {
+        /// What was under way.
+        operation: &'static str,
+        /// The object key.
+        key: String,
+        /// The object_store error (from the storage service).
+        source: Box<object_store::Error>,
+    },
+
+    /// The catalog refused or failed the commit (or its pre-check).
+    #[error("catalog: {}", status.message())]
+    Catalog {
+        /// The catalog's status; its code is passed through.
+        status: Box<Status>,
+    },
+
+    /// An uploaded file is malformed.
+    #[error("{format}: {message}")]
+    File {
+        /// "csv", "ndjson" or "parquet".
+        format: &'static str,
+        /// What is wrong, with the line when known.
+        message: String,
+    },
+
+    /// An upload exceeds the configured limit.
+    #[error(
+        "the upload exceeds the {limit}-byte limit for {what}; raise --ingest-max-upload-bytes or split the file"
+    )]
+    UploadTooLarge {
+        /// What was being buffered.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+
+    /// The client cancelled (dropped the stream or the upload).
+    #[error("cancelled by the client")]
+    Cancelled,
+
+    /// No such ingest.
+    #[error("no ingest {0:?}; ListIngests shows the recent ones (history is kept in memory)")]
+    NotFound(String),
+
+    /// The service is shutting down.
+    #[error("the ingest service is shutting down; retry against another instance")]
+    ShuttingDown,
+
+    /// A task of the pipeline failed unexpectedly.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result with the ingest [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The gRPC code by meaning.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidRequest(_)
+            | Error::InvalidDsn(_)
+            | Error::UnsupportedType { .. }
+            | Error::File { .. } => Code::InvalidArgument,
+            Error::Secret { .. } => Code::FailedPrecondition,
+            Error::SourceAuth { .. } => Code::Unauthenticated,
+            Error::SourceUnreachable { .. } => Code::Unavailable,
+            Error::SourceSql { code, .. } => sqlstate_code(code),
+            Error::SourceProtocol { .. } => Code::Unavailable,
+            Error::Value { .. } | Error::UnexpectedNull { .. } => Code::FailedPrecondition,
+            Error::Framing(_) | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
+                Code::Internal
+            }
+            Error::Storage { source, .. } => match **source {
+                object_store::Error::PermissionDenied { .. } => Code::PermissionDenied,
+                object_store::Error::Unauthenticated { .. } => Code::Unauthenticated,
+                object_store::Error::NotFound { .. } => Code::NotFound,
+                _ => Code::Unavailable,
+            },
+            Error::Catalog { status } => status.code(),
+            Error::UploadTooLarge { .. } => Code::ResourceExhausted,
+            Error::Cancelled => Code::Cancelled,
+            Error::NotFound(_) => Code::NotFound,
+            Error::ShuttingDown => Code::Unavailable,
+        }
+    }
+
+    /// The message a client sees: short and actionable, without backend
+    /// internals such as storage server paths.
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::Storage { operation, key, .. } => format!(
+                "storage failed during {operation} of {key}; it may be unreachable: see the storage service's GetBucketHealth and ListErrors"
+            ),
+            Error::Catalog { status } => format!("catalog: {}", status.message()),
+            _ => self.to_string(),
+        }
+    }
+}
+
+/// SQLSTATE classes to gRPC codes: the caller's SQL (42, 22, 25) is
+/// INVALID_ARGUMENT or FAILED_PRECONDITION; privileges PERMISSION_DENIED;
+/// missing objects NOT_FOUND; server trouble UNAVAILABLE.
+fn sqlstate_code(code: &str) -> Code {
+    match code {
+        "42P01" | "3F000" | "3D000" | "42883" => Code::NotFound,
+        "42501" => Code::PermissionDenied,
+        "28P01" | "28000" => Code::Unauthenticated,
+        "25006" => Code::InvalidArgument,
+        "57014" => Code::DeadlineExceeded,
+        _ => match code.get(..2) {
+            Some("42") => Code::InvalidArgument,
+            Some("22") | Some("23") | Some("2F") | Some("P0") => Code::FailedPrecondition,
+            Some("08") | Some("53") | Some("57") | Some("58") => Code::Unavailable,
+            Some("40") => Code::Aborted,
+            _ => Code::Internal,
+        },
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = error.code();
+        if lakehouse_shared::status::is_caller_error(code) {
+            tracing::info!(%error, ?code, "ingest request failed");
+        } else {
+            tracing::warn!(%error, ?code, "ingest request failed");
+        }
+        Status::new(code, error.client_message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_by_meaning() {
+        assert_eq!(sqlstate_code("42P01"), Code::NotFound);
+        assert_eq!(sqlstate_code("42601"), Code::InvalidArgument);
+        assert_eq!(sqlstate_code("42501"), Code::PermissionDenied);
+        assert_eq!(sqlstate_code("22012"), Code::FailedPrecondition);
+        assert_eq!(sqlstate_code("57P01"), Code::Unavailable);
+        assert_eq!(sqlstate_code("XX000"), Code::Internal);
+    }
+
+    #[test]
+    fn unsupported_type_names_column_type_and_cast() {
+        let error = Error::UnsupportedType {
+            column: "geo".to_owned(),
+            type_name: "point".to_owned(),
+            reason: String::new(),
+            quoted: "\"geo\"".to_owned(),
+            cast: "::text",
+        };
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("\"geo\""));
+        assert!(status.message().contains("point"));
+        assert!(status.message().contains("::text"));
+    }
+}

@@ -1,0 +1,429 @@
+//! What every ingest shares once it knows its schema: check the target,
+//! write Parquet parts while a producer streams batches, commit them in ONE
+//! catalog `CommitFiles`, and on any failure undo.
+//!
+//! Atomicity rests on the catalog: the dataset changes only with the commit,
+//! and parts live under a prefix of their own ingest id, so a failed ingest
+//! is invisible to readers even before its parts are deleted. Deleting is
+//! best effort; when it fails, the parts stay under
+//! `datasets/<name>/<ingest-id>/` and a catalog `ResyncDataset` would list
+//! them as ADDED files, which its dry run shows before anything changes.
+//! Every failure is reported to the storage error journal (service
+//! "ingest").
+//!
+//! A commit whose outcome is unknown (the catalog timed out or went away
+//! mid-call) is checked by reading the dataset back: if its lineage names
+//! this ingest, the ingest succeeded; if that cannot be known, the parts
+//! are kept rather than deleted under a dataset that may reference them.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
+use lakehouse_client::{CatalogClient, GrpcObjectStore, StorageClient};
+use lakehouse_proto::catalog::v1 as catalog;
+use lakehouse_proto::storage::v1 as storage;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+use crate::error::{Error, Result};
+use crate::parquet_parts::{self, PartOptions, WrittenPart};
+use crate::registry::{Phase, Progress};
+
+/// How the dataset changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The dataset must not exist.
+    Create,
+    /// Add files to the existing dataset.
+    Append,
+    /// The new files replace the dataset's files (created if missing).
+    Replace,
+}
+
+/// Where the data goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Dataset name.
+    pub dataset: String,
+    /// Bucket; empty for storage's default.
+    pub bucket: String,
+    /// Mode.
+    pub mode: Mode,
+    /// This ingest's id.
+    pub ingest_id: String,
+}
+
+/// Provenance recorded with the commit.
+#[derive(Debug, Clone)]
+pub struct LineageInfo {
+    /// Postgres or file.
+    pub kind: catalog::SourceKind,
+    /// Redacted DSN or file name.
+    pub source: String,
+    /// The query run, for database sources.
+    pub query: String,
+    /// When the source snapshot was taken.
+    pub snapshot_time: Option<DateTime<Utc>>,
+    /// When the ingest started.
+    pub start_time: DateTime<Utc>,
+}
+
+/// The clients and settings a pipeline uses.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Storage.
+    pub storage: StorageClient,
+    /// Catalog.
+    pub catalog: CatalogClient,
+    /// Part encoding.
+    pub parts: PartOptions,
+    /// Batches queued between producer and encoder.
+    pub queue_batches: usize,
+}
+
+/// A committed ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The dataset's version after the commit.
+    pub version: u64,
+}
+
+/// Validates a dataset name as the catalog does (lowercase letters,
+/// digits, `_`, `-`, `.`; at most 128 bytes), before it becomes a key.
+pub fn validate_dataset(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        })
+        && !name.starts_with('.')
+        && !name.contains("..");
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "dataset name {name:?} must be 1-128 lowercase letters, digits, '_', '-' or '.' (not starting with '.')"
+        )))
+    }
+}
+
+/// Checks the target before any data is read, so a CREATE of an existing
+/// dataset or an APPEND to a missing one fails in milliseconds, not after
+/// the whole source was read. Returns the expected version for the commit.
+pub async fn preflight(ctx: &Context, target: &Target) -> Result<Option<u64>> {
+    let found = ctx
+        .catalog
+        .clone()
+        .get_dataset(catalog::GetDatasetRequest {
+            name: target.dataset.clone(),
+            view: catalog::DatasetView::Basic as i32,
+        })
+        .await;
+    match (target.mode, found) {
+        (Mode::Create, Err(status)) if status.code() == Code::NotFound => Ok(Some(0)),
+        (Mode::Create, Ok(_)) => Err(Error::Catalog {
+            status: Box::new(tonic::Status::already_exists(format!(
+                "dataset {} already exists; use mode APPEND or REPLACE",
+                target.dataset
+            ))),
+        }),
+        (Mode::Append, Err(status)) if status.code() == Code::NotFound => Err(Error::Catalog {
+            status: Box::new(tonic::Status::not_found(format!(
+                "dataset {} does not exist; use mode CREATE first",
+                target.dataset
+            ))),
+        }),
+        (Mode::Append, Ok(_)) => Ok(None),
+        (Mode::Replace, Err(status)) if status.code() == Code::NotFound => Ok(Some(0)),
+        (Mode::Replace, Ok(_)) => Ok(None),
+        (_, Err(status)) => Err(catalog_error(status)),
+    }
+}
+
+fn catalog_error(status: tonic::Status) -> Error {
+    let status = match status.code() {
+        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded => {
+            tonic::Status::unavailable(format!(
+                "the catalog is unreachable ({}); retry when it is up",
+                status.message()
+            ))
+        }
+        Code::Unimplemented => tonic::Status::unavailable(
+            "the catalog does not implement CommitFiles yet; nothing was changed".to_owned(),
+        ),
+        _ => status,
+    };
+    Error::Catalog {
+        status: Box::new(status),
+    }
+}
+
+/// Runs `produce` (which sends batches and returns the rows read) into
+/// Parquet parts, then commits. On failure or cancellation, cleans up and
+/// journals before returning the error.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<F, Fut>(
+    ctx: &Context,
+    target: &Target,
+    expected_version: Option<u64>,
+    schema: SchemaRef,
+    lineage: LineageInfo,
+    progress: Arc<Progress>,
+    cancel: &CancellationToken,
+    produce: F,
+) -> Result<Committed>
+where
+    F: FnOnce(mpsc::Sender<RecordBatch>) -> Fut,
+    Fut: Future<Output = Result<u64>>,
+{
+    let store: Arc<dyn ObjectStore> = Arc::new(GrpcObjectStore::new(
+        ctx.storage.clone(),
+        target.bucket.clone(),
+    ));
+    let prefix = parquet_parts::ingest_prefix(&target.dataset, &target.ingest_id);
+    progress.set_phase(Phase::Streaming);
+    let encoder_cancel = cancel.child_token();
+    let (sender, encoder) = parquet_parts::start(
+        store.clone(),
+        prefix.clone(),
+        schema.clone(),
+        ctx.parts.clone(),
+        ctx.queue_batches,
+        progress.clone(),
+        encoder_cancel.clone(),
+    )?;
+    let produced = produce(sender).await;
+    if produced.is_err() {
+        encoder_cancel.cancel();
+    }
+    let encoded = encoder
+        .await
+        .map_err(|e| Error::Internal(format!("the parquet encoder stopped: {e}")))
+        .and_then(|r| r);
+    let written = match (produced, encoded) {
+        (Ok(rows), Ok(parts)) => Ok((rows, parts)),
+        // The encoder's own error explains a producer that could not send.
+        (Err(Error::Internal(_)), Err(error)) => Err(error),
+        (Err(error), _) => Err(error),
+        (Ok(_), Err(error)) => Err(error),
+    };
+    let (rows, parts) = match written {
+        Ok(done) => done,
+        Err(error) => {
+            cleanup(&store, &prefix, &[]).await;
+            return Err(error);
+        }
+    };
+    if cancel.is_cancelled() {
+        cleanup(&store, &prefix, &parts).await;
+        return Err(Error::Cancelled);
+    }
+
+    // From here on the ingest is not cancelled: a commit in flight either
+    // lands or is checked.
+    progress.set_phase(Phase::Committing);
+    let request = commit_request(target, expected_version, &schema, &parts, rows, lineage);
+    match ctx.catalog.clone().commit_files(request).await {
+        Ok(response) => Ok(Committed {
+            version: response
+                .into_inner()
+                .dataset
+                .map(|d| d.version)
+                .unwrap_or_default(),
+        }),
+        Err(status) if ambiguous(status.code()) => match committed_by(ctx, target).await {
+            Some(Some(version)) => Ok(Committed { version }),
+            Some(None) => {
+                cleanup(&store, &prefix, &parts).await;
+                Err(catalog_error(status))
+            }
+            None => {
+                tracing::warn!(
+                    dataset = %target.dataset,
+                    prefix = %prefix,
+                    "commit outcome unknown; parts kept so a committed manifest never loses its files"
+                );
+                Err(Error::Catalog {
+                    status: Box::new(tonic::Status::unavailable(format!(
+                        "the catalog did not confirm the commit ({}); its outcome is unknown, so the parts under {prefix} were kept: check GetDataset, and ResyncDataset to reconcile",
+                        status.message()
+                    ))),
+                })
+            }
+        },
+        Err(status) => {
+            cleanup(&store, &prefix, &parts).await;
+            Err(catalog_error(status))
+        }
+    }
+}
+
+fn ambiguous(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::Internal
+    )
+}
+
+/// Reads the dataset back after an ambiguous commit: `Some(Some(version))`
+/// if its lineage names this ingest, `Some(None)` if it certainly does not,
+/// `None` if the catalog cannot tell.
+async fn committed_by(ctx: &Context, target: &Target) -> Option<Option<u64>> {
+    let response = ctx
+        .catalog
+        .clone()
+        .get_dataset(catalog::GetDatasetRequest {
+            name: target.dataset.clone(),
+            view: catalog::DatasetView::Basic as i32,
+        })
+        .await;
+    match response {
+        Ok(response) => {
+            let dataset = response.into_inner().dataset?;
+            let ours = dataset
+                .lineage
+                .as_ref()
+                .is_some_and(|l| l.ingest_id == target.ingest_id);
+            Some(ours.then_some(dataset.version))
+        }
+        Err(status) if status.code() == Code::NotFound => Some(None),
+        Err(_) => None,
+    }
+}
+
+fn commit_request(
+    target: &Target,
+    expected_version: Option<u64>,
+    schema: &SchemaRef,
+    parts: &[WrittenPart],
+    rows: u64,
+    lineage: LineageInfo,
+) -> catalog::CommitFilesRequest {
+    let bytes = parts.iter().map(|p| p.size).sum();
+    let mode = match target.mode {
+        Mode::Create | Mode::Append => catalog::CommitMode::Append,
+        Mode::Replace => catalog::CommitMode::Replace,
+    };
+    catalog::CommitFilesRequest {
+        name: target.dataset.clone(),
+        expected_version,
+        mode: mode as i32,
+        add_files: parts
+            .iter()
+            .map(|p| catalog::DataFile {
+                key: p.key.clone(),
+                size_bytes: p.size,
+                row_count: p.rows,
+                etag: p.etag.clone(),
+            })
+            .collect(),
+        remove_keys: Vec::new(),
+        schema: Some(catalog_schema(schema)),
+        lineage: Some(catalog::Lineage {
+            source_kind: lineage.kind as i32,
+            source: lineage.source,
+            query: lineage.query,
+            ingest_id: target.ingest_id.clone(),
+            start_time: Some(timestamp(lineage.start_time)),
+            finish_time: Some(timestamp(Utc::now())),
+            snapshot_time: lineage.snapshot_time.map(timestamp),
+            rows,
+            bytes,
+        }),
+        bucket: target.bucket.clone(),
+    }
+}
+
+/// The catalog's schema: Arrow types as Arrow prints them.
+pub fn catalog_schema(schema: &SchemaRef) -> catalog::Schema {
+    catalog::Schema {
+        columns: schema
+            .fields()
+            .iter()
+            .map(|f| catalog::Column {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect(),
+    }
+}
+
+/// A protobuf timestamp.
+pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Deletes the ingest's parts: those known, and whatever else is under its
+/// prefix (a part whose completion raced the failure). Best effort.
+async fn cleanup(store: &Arc<dyn ObjectStore>, prefix: &str, known: &[WrittenPart]) {
+    let mut keys: Vec<Path> = known.iter().map(|p| Path::from(p.key.as_str())).collect();
+    match store
+        .list(Some(&Path::from(prefix)))
+        .try_collect::<Vec<_>>()
+        .await
+    {
+        Ok(listed) => keys.extend(listed.into_iter().map(|m| m.location)),
+        Err(error) => tracing::warn!(%prefix, %error, "listing parts to delete failed"),
+    }
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        match store.delete(&key).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(error) => tracing::warn!(
+                %key,
+                %error,
+                "deleting a part of a failed ingest failed; it stays under its ingest prefix, outside the dataset's manifest"
+            ),
+        }
+    }
+}
+
+/// Reports a failed ingest to the storage error journal (best effort).
+pub async fn journal_failure(
+    storage: &StorageClient,
+    operation: &str,
+    bucket: &str,
+    key: &str,
+    error: &Error,
+) {
+    let request = storage::ReportErrorRequest {
+        service: "ingest".to_owned(),
+        operation: operation.to_owned(),
+        message: error.client_message(),
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+    };
+    if let Err(status) = storage.clone().report_error(request).await {
+        tracing::warn!(code = ?status.code(), message = %status.message(), "reporting an ingest failure to the error journal failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_names_are_validated() {
+        assert!(validate_dataset("staff.2024_q1-x").is_ok());
+        for bad in ["", "Staff", "a/b", "../x", ".hidden", "x y"] {
+            assert!(validate_dataset(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! IngestFile end to end: CSV (inferred and declared schemas, a bad row),
+//! NDJSON and Parquet uploads, through the same parts-and-commit pipeline.
+
+#![allow(unused_crate_dependencies)]
+
+mod common;
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray as _, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use common::{Stack, small_config, unique};
+use lakehouse_proto::ingest::v1 as pb;
+use lakehouse_shared::secrets::StaticSecrets;
+use tonic::Code;
+
+fn header(
+    dataset: &str,
+    format: pb::FileFormat,
+    csv: Option<pb::CsvOptions>,
+) -> pb::IngestFileRequest {
+    pb::IngestFileRequest {
+        part: Some(pb::ingest_file_request::Part::Header(
+            pb::IngestFileHeader {
+                dataset: dataset.to_owned(),
+                file_name: "upload.data".to_owned(),
+                format: format as i32,
+                csv,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// Uploads `data` in small chunks (so rows straddle chunks).
+async fn upload(
+    stack: &Stack,
+    head: pb::IngestFileRequest,
+    data: &[u8],
+) -> Result<pb::Ingest, tonic::Status> {
+    let mut messages = vec![head];
+    messages.extend(data.chunks(7).map(|c| pb::IngestFileRequest {
+        part: Some(pb::ingest_file_request::Part::Chunk(
+            bytes::Bytes::copy_from_slice(c),
+        )),
+    }));
+    stack
+        .client()
+        .ingest_file(futures::stream::iter(messages))
+        .await
+        .map(|r| r.into_inner().ingest.expect("ingest"))
+}
+
+fn csv(has_header: bool) -> Option<pb::CsvOptions> {
+    Some(pb::CsvOptions {
+        has_header,
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn csv_with_a_bad_row_names_the_line() {
+    let stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let dataset = unique("badcsv");
+    let data = "id,name,score\n1,ann,1.5\n2,bob,2.5\n3,cy,oops\n4,dee,4.5\n";
+    let declared = pb::CsvOptions {
+        has_header: true,
+        columns: vec![
+            pb::ColumnSpec {
+                name: "id".into(),
+                data_type: "Int64".into(),
+                nullable: false,
+            },
+            pb::ColumnSpec {
+                name: "name".into(),
+                data_type: "Utf8".into(),
+                nullable: true,
+            },
+            pb::ColumnSpec {
+                name: "score".into(),
+                data_type: "Float64".into(),
+                nullable: true,
+            },
+        ],
+        ..Default::default()
+    };
+    let status = upload(
+        &stack,
+        header(&dataset, pb::FileFormat::Csv, Some(declared)),
+        data.as_bytes(),
+    )
+    .await
+    .expect_err("bad row");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("line 4"), "{}", status.message());
+    assert!(stack.files_of(&dataset).is_empty());
+    assert!(stack.catalog.dataset(&dataset).is_none());
+
+    // A row with too many fields: also named by line.
+    let data = "id,name\n1,a\n2,b,extra\n";
+    let status = upload(
+        &stack,
+        header(&dataset, pb::FileFormat::Csv, csv(true)),
+        data.as_bytes(),
+    )
+    .await
+    .expect_err("ragged row");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("line 3"), "{}", status.message());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn csv_schema_is_inferred_and_streamed_into_parts() {
+    let stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let dataset = unique("csv");
+    let mut data = String::from("id;name;score\n");
+    for i in 0..20_000 {
+        data.push_str(&format!("{i};name {i};{}.5\n", i % 100));
+    }
+    data.push_str("20000;last;1.0"); // no trailing newline
+    let options = pb::CsvOptions {
+        has_header: true,
+        delimiter: ";".to_owned(),
+        infer_sample_rows: 100,
+        columns: vec![],
+    };
+    let ingest = upload(
+        &stack,
+        header(&dataset, pb::FileFormat::Csv, Some(options)),
+        data.as_bytes(),
+    )
+    .await
+    .expect("csv ingest");
+    assert_eq!(ingest.rows, 20_001);
+    assert_eq!(ingest.source, "upload.data");
+    let batches = common::read_parquet(&stack.files_of(&dataset));
+    let schema = batches[0].schema();
+    assert_eq!(schema.field(0).data_type(), &DataType::Int64);
+    assert_eq!(schema.field(2).data_type(), &DataType::Float64);
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(total, 20_001);
+    let last = batches.last().expect("batches");
+    assert_eq!(
+        last.column(1).as_string::<i32>().value(last.num_rows() - 1),
+        "last"
+    );
+    assert_eq!(
+        last.column(2)
+            .as_primitive::<Float64Type>()
+            .value(last.num_rows() - 1),
+        1.0
+    );
+    let lineage = stack
+        .catalog
+        .dataset(&dataset)
+        .and_then(|d| d.lineage)
+        .expect("lineage");
+    assert_eq!(lineage.source, "upload.data");
+    assert_eq!(lineage.rows, 20_001);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ndjson_and_parquet_uploads_are_ingested() {
+    let stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let dataset = unique("ndjson");
+    let data = "{\"id\": 1, \"tag\": \"a\"}\n{\"id\": 2, \"tag\": null}\n{\"id\": 3}\n";
+    let ingest = upload(
+        &stack,
+        header(&dataset, pb::FileFormat::Ndjson, None),
+        data.as_bytes(),
+    )
+    .await
+    .expect("ndjson ingest");
+    assert_eq!(ingest.rows, 3);
+    let batches = common::read_parquet(&stack.files_of(&dataset));
+    assert_eq!(
+        batches[0]
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec(),
+        vec![1, 2, 3]
+    );
+
+    let status = upload(
+        &stack,
+        header(&unique("badjson"), pb::FileFormat::Ndjson, None),
+        b"{\"id\": 1}\n{\"id\": \n",
+    )
+    .await
+    .expect_err("bad json");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // Parquet: written here, uploaded, re-encoded into our parts.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..5000)),
+            Arc::new(StringArray::from_iter(
+                (0..5000).map(|i| (i % 3 != 0).then(|| format!("n{i}"))),
+            )),
+        ],
+    )
+    .expect("batch");
+    let mut file = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut file, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    let dataset = unique("parquet");
+    let ingest = upload(
+        &stack,
+        header(&dataset, pb::FileFormat::Parquet, None),
+        &file,
+    )
+    .await
+    .expect("parquet ingest");
+    assert_eq!(ingest.rows, 5000);
+    let batches = common::read_parquet(&stack.files_of(&dataset));
+    assert!(!batches[0].schema().field(0).is_nullable());
+    assert_eq!(
+        batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        5000
+    );
+
+    let status = upload(
+        &stack,
+        header(&unique("junk"), pb::FileFormat::Parquet, None),
+        b"not parquet at all",
+    )
+    .await
+    .expect_err("junk");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("Parquet"), "{}", status.message());
+    stack.shutdown().await;
+}
