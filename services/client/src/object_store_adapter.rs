@@ -24,6 +24,7 @@ use object_store::{
 };
 use tokio::sync::mpsc;
 use tonic::{Code, Status};
+use tracing::Instrument as _;
 
 use crate::StorageClient;
 
@@ -437,11 +438,16 @@ impl ObjectStore for GrpcObjectStore {
         let to_owned = to.clone();
         let (tx, rx) = mpsc::channel::<pb::PutObjectRequest>(4);
         let mut client = self.client.clone();
-        let call = tokio::spawn(async move {
-            client
-                .put_object(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-        });
+        // The spawned call carries the caller's span, so its trace context
+        // reaches the storage service.
+        let call = tokio::spawn(
+            async move {
+                client
+                    .put_object(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+            }
+            .instrument(tracing::Span::current()),
+        );
         let send = async {
             tx.send(header)
                 .await
@@ -508,7 +514,11 @@ impl GrpcUpload {
         let header = store.header(location, false);
         let requests = ordered_requests(header, receiver);
         let mut client = store.client.clone();
-        let call = tokio::spawn(async move { client.put_object(requests).await });
+        // The spawned call carries the caller's span, so its trace context
+        // reaches the storage service.
+        let call = tokio::spawn(
+            async move { client.put_object(requests).await }.instrument(tracing::Span::current()),
+        );
         Self {
             sender,
             next: 0,

@@ -99,7 +99,10 @@ pub fn start(
         parts: Vec::new(),
         finished_bytes: 0,
     };
-    let task = tokio::task::spawn_blocking(move || encoder.run(receiver));
+    // The encoder thread uploads parts; entering the caller's span there
+    // keeps those uploads in the ingest's trace.
+    let span = tracing::Span::current();
+    let task = tokio::task::spawn_blocking(move || span.in_scope(|| encoder.run(receiver)));
     let task = tokio::spawn(async move {
         task.await
             .map_err(|e| Error::Internal(format!("the parquet encoder stopped: {e}")))?

@@ -183,22 +183,25 @@ pub async fn run(
             let errors = errors.clone();
             let snapshot_id = snapshot_id.clone();
             let read = read.clone();
-            workers.spawn(async move {
-                let mut conn = pg_source::connect(&dsn, read.connect_timeout, &errors).await?;
-                pg_source::join_snapshot(&mut conn, &snapshot_id, &errors).await?;
-                pg_source::copy_out(
-                    &mut conn,
-                    &plan,
-                    Some(&predicate),
-                    read.batch_rows,
-                    read.batch_bytes,
-                    &sender,
-                    &progress,
-                    &cancel,
-                    &errors,
-                )
-                .await
-            });
+            workers.spawn(tracing::Instrument::instrument(
+                async move {
+                    let mut conn = pg_source::connect(&dsn, read.connect_timeout, &errors).await?;
+                    pg_source::join_snapshot(&mut conn, &snapshot_id, &errors).await?;
+                    pg_source::copy_out(
+                        &mut conn,
+                        &plan,
+                        Some(&predicate),
+                        read.batch_rows,
+                        read.batch_bytes,
+                        &sender,
+                        &progress,
+                        &cancel,
+                        &errors,
+                    )
+                    .await
+                },
+                tracing::Span::current(),
+            ));
         }
         let leader_rows = pg_source::copy_out(
             &mut leader,

@@ -11,6 +11,7 @@ use lakehouse_shared::secrets::SecretsProvider;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::IngestConfig;
 use crate::error::{Error, Result};
@@ -96,6 +97,10 @@ impl Ingestor {
             .start(new_record(&target, dsn.redacted()), progress.clone());
         let (events, receiver) = mpsc::channel(16);
         let this = self.clone();
+        // The task runs under a child of the RPC's span, so every call it
+        // makes to storage and the catalog joins the caller's trace: one
+        // ingest, one trace.
+        let span = tracing::info_span!("ingest_postgres", ingest_id = %target.ingest_id);
         self.tasks.spawn(async move {
             let cancel = this.shutdown.child_token();
             let work = async {
@@ -135,7 +140,7 @@ impl Ingestor {
                     Err(error) => Err(error),
                 })
                 .await;
-        });
+        }.instrument(span));
         Ok(receiver)
     }
 
@@ -164,23 +169,27 @@ impl Ingestor {
         // then cancels the task, which cleans up instead of vanishing.
         let guard = cancel.clone().drop_guard();
         let this = self.clone();
-        self.tasks.spawn(async move {
-            let result = async {
-                let _permit = this.permit(&cancel).await?;
-                file_ingest::run(
-                    &this.ctx,
-                    request,
-                    chunks,
-                    this.file_options(),
-                    progress,
-                    &cancel,
-                )
-                .await
+        let span = tracing::info_span!("ingest_file", ingest_id = %target.ingest_id);
+        self.tasks.spawn(
+            async move {
+                let result = async {
+                    let _permit = this.permit(&cancel).await?;
+                    file_ingest::run(
+                        &this.ctx,
+                        request,
+                        chunks,
+                        this.file_options(),
+                        progress,
+                        &cancel,
+                    )
+                    .await
+                }
+                .await;
+                let record = this.conclude(&target, "IngestFile", result).await;
+                let _ = done.send(record);
             }
-            .await;
-            let record = this.conclude(&target, "IngestFile", result).await;
-            let _ = done.send(record);
-        });
+            .instrument(span),
+        );
         let record = outcome
             .await
             .map_err(|_| Error::Internal("the ingest task ended without an outcome".to_owned()))?;
