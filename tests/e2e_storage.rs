@@ -203,7 +203,7 @@ fn secrets_never_reach_logs_errors_or_the_journal() {
     server.stop();
     let mut everything = server.log_text();
     everything.push_str(&seen);
-    for entry in walk(dir.path()) {
+    for entry in support::files_under(dir.path()) {
         if entry.ends_with("secrets.toml") {
             continue;
         }
@@ -248,21 +248,6 @@ fn world_readable_secrets_file_stops_the_server_with_the_fix() {
     assert!(stderr.contains(&secrets.display().to_string()), "{stderr}");
     assert!(stderr.contains("644"), "{stderr}");
     assert!(!stderr.contains(SECRET_KEY), "{stderr}");
-}
-
-fn walk(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(root) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -14,32 +14,9 @@ use std::time::{Duration, Instant};
 /// The binary the test build made (debug profile: no second compile).
 pub const BINARY: &str = env!("CARGO_BIN_EXE_lakehouse");
 
-/// Skips a test whose dependency is missing, loudly; fails it under
-/// `LAKEHOUSE_TEST_REQUIRE_ALL=1` (CI), where every dependency must be there.
-pub fn skip_or_fail(test: &str, missing: &str) {
-    if std::env::var("LAKEHOUSE_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("{test}: {missing}, and LAKEHOUSE_TEST_REQUIRE_ALL=1 forbids skipping");
-    }
-    eprintln!(
-        "SKIPPED {test}: {missing} (set LAKEHOUSE_TEST_REQUIRE_ALL=1 to make this a failure)"
-    );
-}
-
-/// Finds a program on PATH.
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
-/// A free TCP port on loopback (bound and released; a race is unlikely).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on loopback")
-}
+// Each test file uses a different subset.
+#[allow(unused_imports)]
+pub use lakehouse_shared::testing::{files_under, free_port, skip_or_fail, which};
 
 /// A running `lakehouse serve` process.
 pub struct ServerProcess {

@@ -12,6 +12,8 @@ pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, Result};
 

@@ -343,21 +343,6 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         .expect_err("no commit");
     assert_eq!(status.code(), tonic::Code::Cancelled);
     // Nothing is left in the folder: not the object, not a staging file.
-    let leftovers: Vec<_> = walk(&root);
+    let leftovers = lakehouse_shared::testing::files_under(&root);
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
-}
-
-fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(root) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
 }

@@ -30,15 +30,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use tokio_util::sync::CancellationToken;
 
-/// Skips loudly, or fails under LAKEHOUSE_TEST_REQUIRE_ALL=1.
-pub fn skip_or_fail(test: &str, missing: &str) {
-    if std::env::var("LAKEHOUSE_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("{test}: {missing}, and LAKEHOUSE_TEST_REQUIRE_ALL=1 forbids skipping");
-    }
-    eprintln!(
-        "SKIPPED {test}: {missing} (set LAKEHOUSE_TEST_REQUIRE_ALL=1 to make this a failure)"
-    );
-}
+#[allow(unused_imports)]
+pub use lakehouse_shared::testing::skip_or_fail;
 
 pub fn server_config() -> ServerConfig {
     ServerConfig {

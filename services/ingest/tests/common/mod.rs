@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,15 +22,8 @@ use sqlx::{Connection as _, Executor as _};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-/// Skips loudly, or fails under LAKEHOUSE_TEST_REQUIRE_ALL=1.
-pub fn skip_or_fail(test: &str, missing: &str) {
-    if std::env::var("LAKEHOUSE_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("{test}: {missing}, and LAKEHOUSE_TEST_REQUIRE_ALL=1 forbids skipping");
-    }
-    eprintln!(
-        "SKIPPED {test}: {missing} (set LAKEHOUSE_TEST_REQUIRE_ALL=1 to make this a failure)"
-    );
-}
+#[allow(unused_imports)]
+pub use lakehouse_shared::testing::skip_or_fail;
 
 /// The test PostgreSQL URL, if it answers; else skips (or fails).
 pub async fn pg_url(test: &str) -> Option<String> {
@@ -295,29 +288,12 @@ impl Stack {
 
     /// Every file under `datasets/<name>/` in the bucket folder.
     pub fn files_of(&self, dataset: &str) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        walk(&self.bucket_dir().join("datasets").join(dataset), &mut out);
-        out.sort();
-        out
+        lakehouse_shared::testing::files_under(&self.bucket_dir().join("datasets").join(dataset))
     }
 
     pub async fn shutdown(mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown().await;
-        }
-    }
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out);
-        } else {
-            out.push(path);
         }
     }
 }

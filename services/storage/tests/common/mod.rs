@@ -15,29 +15,8 @@ use lakehouse_shared::server::GrpcServer;
 use lakehouse_storage::{BucketRegistry, BucketsFile, Storage};
 use tokio_util::sync::CancellationToken;
 
-/// Skips loudly, or fails under LAKEHOUSE_TEST_REQUIRE_ALL=1.
-pub fn skip_or_fail(test: &str, missing: &str) {
-    if std::env::var("LAKEHOUSE_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("{test}: {missing}, and LAKEHOUSE_TEST_REQUIRE_ALL=1 forbids skipping");
-    }
-    eprintln!(
-        "SKIPPED {test}: {missing} (set LAKEHOUSE_TEST_REQUIRE_ALL=1 to make this a failure)"
-    );
-}
-
-pub fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+#[allow(unused_imports)]
+pub use lakehouse_shared::testing::{free_port, skip_or_fail, which};
 
 pub fn server_config() -> ServerConfig {
     ServerConfig {
