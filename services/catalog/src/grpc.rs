@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use lakehouse_proto::catalog::v1::{self as pb, catalog_service_server::CatalogService};
+use lakehouse_shared::time::to_proto as timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::Catalog;
@@ -32,23 +33,16 @@ impl CatalogGrpc {
     }
 }
 
-fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
 fn from_timestamp(
     field: &str,
     ts: Option<prost_types::Timestamp>,
 ) -> Result<Option<DateTime<Utc>>, Error> {
     let Some(ts) = ts else { return Ok(None) };
-    let nanos = u32::try_from(ts.nanos)
-        .map_err(|_| Error::InvalidRequest(format!("{field}: nanos must not be negative")))?;
-    DateTime::from_timestamp(ts.seconds, nanos)
+    lakehouse_shared::time::from_proto(&ts)
         .map(Some)
-        .ok_or_else(|| Error::InvalidRequest(format!("{field} is out of range")))
+        .ok_or_else(|| {
+            Error::InvalidRequest(format!("{field} is out of range or has negative nanos"))
+        })
 }
 
 fn name(text: &str) -> Result<DatasetName, Error> {

@@ -360,13 +360,7 @@ pub fn catalog_schema(schema: &SchemaRef) -> catalog::Schema {
     }
 }
 
-/// A protobuf timestamp.
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use lakehouse_shared::time::to_proto as timestamp;
 
 /// Deletes the ingest's parts: those known, and whatever else is under its
 /// prefix (a part whose completion raced the failure). Best effort.

@@ -14,6 +14,7 @@ pub mod status;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 
 pub use error::{Error, Result};
 

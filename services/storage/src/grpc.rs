@@ -12,6 +12,8 @@ use lakehouse_proto::storage::v1::{self as pb, storage_service_server::StorageSe
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
+use lakehouse_shared::time::to_proto as timestamp;
+
 use crate::journal::{ErrorFilter, ErrorRecord};
 use crate::objects::{DEFAULT_PAGE_SIZE, ObjectRange, PutOptions};
 use crate::registry::Backend;
@@ -35,18 +37,9 @@ impl StorageGrpc {
     }
 }
 
-fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
 fn from_timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
-    let nanos = u32::try_from(ts.nanos)
-        .map_err(|_| Status::invalid_argument("timestamp nanos must not be negative"))?;
-    DateTime::from_timestamp(ts.seconds, nanos)
-        .ok_or_else(|| Status::invalid_argument("timestamp is out of range"))
+    lakehouse_shared::time::from_proto(ts)
+        .ok_or_else(|| Status::invalid_argument("timestamp is out of range or has negative nanos"))
 }
 
 fn object_meta(bucket: &str, meta: &object_store::ObjectMeta) -> pb::ObjectMeta {
