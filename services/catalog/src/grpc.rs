@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use lakehouse_proto::catalog::v1::{self as pb, catalog_service_server::CatalogService};
+use lakehouse_shared::paging::{decode_token as decode_page_token, encode_token};
 use lakehouse_shared::time::to_proto as timestamp;
 use tonic::{Request, Response, Status};
 
@@ -300,29 +301,8 @@ fn page_size(requested: i32) -> Result<usize, Error> {
     }
 }
 
-/// Page tokens are opaque to clients: hex of the last name returned.
-fn encode_token(name: &str) -> String {
-    name.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
 fn decode_token(token: &str) -> Result<Option<String>, Error> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let invalid = || {
-        Error::InvalidRequest(
-            "page_token is not one this server issued; start over without it".to_owned(),
-        )
-    };
-    if !token.len().is_multiple_of(2) {
-        return Err(invalid());
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| invalid())?;
-    String::from_utf8(bytes).map(Some).map_err(|_| invalid())
+    decode_page_token(token).map_err(|e| Error::InvalidRequest(e.to_string()))
 }
 
 #[tonic::async_trait]

@@ -100,63 +100,47 @@ where
         FileFormat::Csv(settings) => {
             let sample = sample(&mut chunks, settings.infer_rows, cancel).await?;
             let schema = csv_schema(&settings, &sample)?;
-            let expected = pipeline::preflight(ctx, &request.target).await?;
             let decoder = arrow::csv::ReaderBuilder::new(schema.clone())
                 .with_header(settings.has_header)
                 .with_delimiter(settings.delimiter)
                 .with_batch_size(options.batch_rows)
                 .build_decoder();
-            let reader_progress = progress.clone();
-            let produce = move |sender| {
-                stream_decode(
-                    TextDecoder::Csv(Box::new(decoder)),
-                    sample,
-                    chunks,
-                    sender,
-                    reader_progress,
-                    cancel.clone(),
-                )
+            let text = TextInput {
+                decoder: TextDecoder::Csv(Box::new(decoder)),
+                sample,
+                schema,
             };
-            pipeline::run(
+            run_text(
                 ctx,
                 &request.target,
-                expected,
-                schema,
+                text,
+                chunks,
                 lineage,
-                progress.clone(),
+                progress,
                 cancel,
-                produce,
             )
             .await
         }
         FileFormat::Ndjson => {
             let sample = sample(&mut chunks, DEFAULT_INFER_ROWS, cancel).await?;
             let schema = ndjson_schema(&sample)?;
-            let expected = pipeline::preflight(ctx, &request.target).await?;
             let decoder = arrow::json::ReaderBuilder::new(schema.clone())
                 .with_batch_size(options.batch_rows)
                 .build_decoder()
                 .map_err(|e| file_error("ndjson", &e))?;
-            let reader_progress = progress.clone();
-            let produce = move |sender| {
-                stream_decode(
-                    TextDecoder::Json(decoder),
-                    sample,
-                    chunks,
-                    sender,
-                    reader_progress,
-                    cancel.clone(),
-                )
+            let text = TextInput {
+                decoder: TextDecoder::Json(decoder),
+                sample,
+                schema,
             };
-            pipeline::run(
+            run_text(
                 ctx,
                 &request.target,
-                expected,
-                schema,
+                text,
+                chunks,
                 lineage,
-                progress.clone(),
+                progress,
                 cancel,
-                produce,
             )
             .await
         }
@@ -374,6 +358,51 @@ impl TextDecoder {
 }
 
 /// Feeds the sample, then the rest of the stream, through a push decoder.
+/// A text upload ready to decode: the decoder, the bytes already read to
+/// infer the schema, and that schema.
+struct TextInput {
+    decoder: TextDecoder,
+    sample: BytesMut,
+    schema: SchemaRef,
+}
+
+/// CSV and NDJSON share everything after the decoder is built.
+async fn run_text<S>(
+    ctx: &Context,
+    target: &Target,
+    text: TextInput,
+    chunks: S,
+    lineage: LineageInfo,
+    progress: Arc<Progress>,
+    cancel: &CancellationToken,
+) -> Result<Committed>
+where
+    S: Stream<Item = Result<Bytes>> + Send + Unpin + 'static,
+{
+    let TextInput {
+        decoder,
+        sample,
+        schema,
+    } = text;
+    let expected = pipeline::preflight(ctx, target).await?;
+    let reader_progress = progress.clone();
+    let reader_cancel = cancel.clone();
+    let produce = move |sender| {
+        stream_decode(
+            decoder,
+            sample,
+            chunks,
+            sender,
+            reader_progress,
+            reader_cancel,
+        )
+    };
+    pipeline::run(
+        ctx, target, expected, schema, lineage, progress, cancel, produce,
+    )
+    .await
+}
+
 async fn stream_decode<S>(
     mut decoder: TextDecoder,
     sample: BytesMut,

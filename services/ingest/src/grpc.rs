@@ -339,9 +339,7 @@ impl IngestService for IngestGrpc {
             None
         } else {
             Some(page_token.parse::<u64>().map_err(|_| {
-                Status::invalid_argument(
-                    "page_token is not one this server issued; start over without it",
-                )
+                Status::invalid_argument(lakehouse_shared::paging::InvalidPageToken.to_string())
             })?)
         };
         let (records, next) = self.ingestor.registry().list(&dataset, before, limit);

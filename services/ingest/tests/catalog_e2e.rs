@@ -9,12 +9,13 @@ mod common;
 use std::sync::Arc;
 
 use clap::Parser as _;
-use common::{pg_exec, pg_url, run_ingest, server_config, table_request, unique};
+use common::{pg_exec, pg_url, run_ingest, table_request, unique};
 use lakehouse_ingest::IngestRuntime;
 use lakehouse_proto::catalog::v1 as catalog;
 use lakehouse_proto::ingest::v1 as pb;
 use lakehouse_shared::secrets::StaticSecrets;
 use lakehouse_shared::server::GrpcServer;
+use lakehouse_shared::testing::{serve_on_loopback, server_config};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Parser)]
@@ -25,18 +26,13 @@ struct CatalogFlags {
 
 /// Serves one service on a loopback port; evaluates to its address.
 macro_rules! serve {
-    ($service:expr, $stop:expr) => {{
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(
-            GrpcServer::new(server_config())
-                .add_service($service)
-                .serve(listener, $stop.clone()),
-        );
-        addr
-    }};
+    ($service:expr, $stop:expr) => {
+        serve_on_loopback(
+            GrpcServer::new(server_config()).add_service($service),
+            &$stop,
+        )
+        .await
+    };
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,6 +7,7 @@
 pub mod append_log;
 pub mod config;
 mod error;
+pub mod paging;
 pub mod secrets;
 pub mod server;
 pub mod shutdown;

@@ -3,6 +3,12 @@
 //! small process and file utilities.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::server::GrpcServer;
 
 /// Skips a test whose outside dependency is missing, loudly; fails it
 /// under `LAKEHOUSE_TEST_REQUIRE_ALL=1` (CI), where everything must be there.
@@ -50,4 +56,29 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     walk(root, &mut out);
     out.sort();
     out
+}
+
+/// Generous server settings for tests: large messages, long calls, quick
+/// shutdown.
+pub fn server_config() -> ServerConfig {
+    ServerConfig {
+        listen: None,
+        request_timeout: Duration::from_secs(600),
+        concurrency_limit: 256,
+        max_message_bytes: 64 * 1024 * 1024,
+        shutdown_grace: Duration::from_secs(1),
+    }
+}
+
+/// Serves `server` on a fresh loopback port until `stop` is cancelled and
+/// returns its `http://127.0.0.1:PORT` address.
+pub async fn serve_on_loopback(server: GrpcServer, stop: &CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|error| panic!("no loopback listener: {error}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("listener without address: {error}"));
+    tokio::spawn(server.serve(listener, stop.clone()));
+    format!("http://{addr}")
 }

@@ -36,6 +36,17 @@ use {lakehouse_client as _, tempfile as _};
 /// The metadata key that tells a caller its read was served by a rescue bucket.
 pub const RESCUE_METADATA_KEY: &str = "x-lakehouse-rescue-used";
 
+/// The gRPC service over `storage`, with a message size limit (also for
+/// tests and embedding that build `Storage` themselves).
+pub fn service(
+    storage: Arc<Storage>,
+    max_message_bytes: usize,
+) -> StorageServiceServer<grpc::StorageGrpc> {
+    StorageServiceServer::new(grpc::StorageGrpc::new(storage))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
+}
+
 /// The storage service with its background work (the journal flusher).
 #[derive(Debug)]
 pub struct StorageRuntime {
@@ -85,9 +96,7 @@ impl StorageRuntime {
 
     /// The gRPC service, with the process's message size limit.
     pub fn service(&self, max_message_bytes: usize) -> StorageServiceServer<grpc::StorageGrpc> {
-        StorageServiceServer::new(grpc::StorageGrpc::new(self.storage.clone()))
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes)
+        service(self.storage.clone(), max_message_bytes)
     }
 
     /// Stops the flusher and writes out what the journal still buffers.

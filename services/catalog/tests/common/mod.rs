@@ -17,7 +17,6 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use lakehouse_catalog::{CatalogConfig, CatalogRuntime};
 use lakehouse_client::{CatalogClient, GrpcObjectStore, StorageClient};
-use lakehouse_shared::config::ServerConfig;
 use lakehouse_shared::secrets::StaticSecrets;
 use lakehouse_shared::server::GrpcServer;
 use lakehouse_storage::{Bucket, BucketRegistry, BucketsFile, Storage};
@@ -32,16 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 #[allow(unused_imports)]
 pub use lakehouse_shared::testing::skip_or_fail;
-
-pub fn server_config() -> ServerConfig {
-    ServerConfig {
-        listen: None,
-        request_timeout: Duration::from_secs(600),
-        concurrency_limit: 256,
-        max_message_bytes: 64 * 1024 * 1024,
-        shutdown_grace: Duration::from_secs(1),
-    }
-}
+use lakehouse_shared::testing::{serve_on_loopback, server_config};
 
 pub fn catalog_config() -> CatalogConfig {
     CatalogConfig {
@@ -154,14 +144,6 @@ impl Drop for Stack {
     }
 }
 
-async fn loopback() -> (tokio::net::TcpListener, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = format!("http://{}", listener.local_addr().expect("addr"));
-    (listener, addr)
-}
-
 impl Stack {
     /// One local bucket `main` (the default) under the temporary folder.
     pub async fn start() -> Self {
@@ -183,28 +165,22 @@ impl Stack {
         let storage = Arc::new(Storage::new(registry, Duration::from_millis(1500)));
         let stop = CancellationToken::new();
 
-        let (listener, storage_addr) = loopback().await;
-        let service =
-            lakehouse_proto::storage::v1::storage_service_server::StorageServiceServer::new(
-                lakehouse_storage::grpc::StorageGrpc::new(storage.clone()),
-            )
-            .max_decoding_message_size(64 * 1024 * 1024);
-        tokio::spawn(
+        let storage_addr = serve_on_loopback(
             GrpcServer::new(server_config())
-                .add_service(service)
-                .serve(listener, stop.clone()),
-        );
+                .add_service(lakehouse_storage::service(storage.clone(), 64 << 20)),
+            &stop,
+        )
+        .await;
 
         let runtime =
             CatalogRuntime::start(&catalog_config(), &dir.path().join("data"), &storage_addr)
                 .await
                 .expect("catalog starts");
-        let (listener, catalog_addr) = loopback().await;
-        tokio::spawn(
-            GrpcServer::new(server_config())
-                .add_service(runtime.service(64 * 1024 * 1024))
-                .serve(listener, stop.clone()),
-        );
+        let catalog_addr = serve_on_loopback(
+            GrpcServer::new(server_config()).add_service(runtime.service(64 << 20)),
+            &stop,
+        )
+        .await;
         Self {
             storage_addr,
             catalog_addr,

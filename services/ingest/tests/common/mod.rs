@@ -14,7 +14,6 @@ use lakehouse_ingest::{IngestConfig, IngestRuntime};
 use lakehouse_proto::catalog::v1 as catalog;
 use lakehouse_proto::catalog::v1::catalog_service_server::{CatalogService, CatalogServiceServer};
 use lakehouse_proto::ingest::v1 as pb;
-use lakehouse_shared::config::ServerConfig;
 use lakehouse_shared::secrets::{SecretsProvider, StaticSecrets};
 use lakehouse_shared::server::GrpcServer;
 use lakehouse_storage::{BucketRegistry, BucketsFile, Storage};
@@ -24,6 +23,7 @@ use tonic::{Request, Response, Status};
 
 #[allow(unused_imports)]
 pub use lakehouse_shared::testing::skip_or_fail;
+use lakehouse_shared::testing::{serve_on_loopback, server_config};
 
 /// The test PostgreSQL URL, if it answers; else skips (or fails).
 pub async fn pg_url(test: &str) -> Option<String> {
@@ -66,16 +66,6 @@ pub fn unique(prefix: &str) -> String {
         "{prefix}_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     )
-}
-
-pub fn server_config() -> ServerConfig {
-    ServerConfig {
-        listen: None,
-        request_timeout: Duration::from_secs(300),
-        concurrency_limit: 64,
-        max_message_bytes: 16 * 1024 * 1024,
-        shutdown_grace: Duration::from_secs(1),
-    }
 }
 
 /// One committed dataset in the fake catalog.
@@ -215,14 +205,6 @@ impl Drop for Stack {
     }
 }
 
-async fn listen() -> (tokio::net::TcpListener, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = format!("http://{}", listener.local_addr().expect("addr"));
-    (listener, addr)
-}
-
 impl Stack {
     pub async fn start(config: IngestConfig, secrets: Arc<dyn SecretsProvider>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -235,34 +217,29 @@ impl Stack {
         let storage = Arc::new(Storage::new(registry, Duration::from_secs(2)));
         let stop = CancellationToken::new();
 
-        let (listener, storage_addr) = listen().await;
-        let service =
-            lakehouse_proto::storage::v1::storage_service_server::StorageServiceServer::new(
-                lakehouse_storage::grpc::StorageGrpc::new(storage.clone()),
-            );
-        tokio::spawn(
+        let storage_addr = serve_on_loopback(
             GrpcServer::new(server_config())
-                .add_service(service)
-                .serve(listener, stop.clone()),
-        );
+                .add_service(lakehouse_storage::service(storage.clone(), 64 << 20)),
+            &stop,
+        )
+        .await;
 
         let catalog = FakeCatalog::default();
-        let (listener, catalog_addr) = listen().await;
-        tokio::spawn(
+        let catalog_addr = serve_on_loopback(
             GrpcServer::new(server_config())
-                .add_service(CatalogServiceServer::new(catalog.clone()))
-                .serve(listener, stop.clone()),
-        );
+                .add_service(CatalogServiceServer::new(catalog.clone())),
+            &stop,
+        )
+        .await;
 
         let runtime = IngestRuntime::start(&config, secrets, &storage_addr, &catalog_addr)
             .await
             .expect("ingest runtime");
-        let (listener, ingest_addr) = listen().await;
-        tokio::spawn(
-            GrpcServer::new(server_config())
-                .add_service(runtime.service(16 * 1024 * 1024))
-                .serve(listener, stop.clone()),
-        );
+        let ingest_addr = serve_on_loopback(
+            GrpcServer::new(server_config()).add_service(runtime.service(64 << 20)),
+            &stop,
+        )
+        .await;
         Self {
             dir,
             storage_addr,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lakehouse_client::GrpcObjectStore;
-use lakehouse_shared::config::ServerConfig;
 use lakehouse_shared::secrets::StaticSecrets;
 use lakehouse_shared::server::GrpcServer;
 use lakehouse_storage::{BucketRegistry, BucketsFile, Storage};
@@ -17,16 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 #[allow(unused_imports)]
 pub use lakehouse_shared::testing::{free_port, skip_or_fail, which};
-
-pub fn server_config() -> ServerConfig {
-    ServerConfig {
-        listen: None,
-        request_timeout: Duration::from_secs(60),
-        concurrency_limit: 64,
-        max_message_bytes: 16 * 1024 * 1024,
-        shutdown_grace: Duration::from_secs(1),
-    }
-}
+use lakehouse_shared::testing::{serve_on_loopback, server_config};
 
 /// A storage service served over gRPC on loopback.
 pub struct TestServer {
@@ -49,17 +39,10 @@ impl TestServer {
             .with("s3.secret_access_key", "testing-secret-value-4711");
         let registry = BucketRegistry::build(&file, &secrets).expect("buckets build");
         let storage = Arc::new(Storage::new(registry, Duration::from_millis(1500)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = format!("http://{}", listener.local_addr().expect("addr"));
         let stop = CancellationToken::new();
-        let service =
-            lakehouse_proto::storage::v1::storage_service_server::StorageServiceServer::new(
-                lakehouse_storage::grpc::StorageGrpc::new(storage.clone()),
-            );
-        let server = GrpcServer::new(server_config()).add_service(service);
-        tokio::spawn(server.serve(listener, stop.clone()));
+        let server = GrpcServer::new(server_config())
+            .add_service(lakehouse_storage::service(storage.clone(), 64 << 20));
+        let addr = serve_on_loopback(server, &stop).await;
         Self {
             addr,
             storage,
