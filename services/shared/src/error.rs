@@ -64,6 +64,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The listener's own address could not be read.
+    #[error("cannot read the listener's address: {0}")]
+    LocalAddr(std::io::Error),
+
     /// An append log could not read or write its objects.
     #[error("append log {prefix}: {source}")]
     AppendLogStore {

@@ -96,10 +96,7 @@ impl GrpcServer {
         routes.add_service(reflection(&names).build_v1()?);
         routes.add_service(reflection(&names).build_v1alpha()?);
 
-        let addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
-        })?;
+        let addr = listener.local_addr().map_err(Error::LocalAddr)?;
 
         let stack = ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
