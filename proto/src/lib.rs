@@ -37,6 +37,16 @@ pub mod vector {
     }
 }
 
+/// `google.rpc`: the `Status` that terminal messages of long operations
+/// carry, in the same shape as a gRPC error's details.
+pub mod google {
+    /// `google.rpc.Status`.
+    pub mod rpc {
+        #![allow(missing_docs, missing_debug_implementations)]
+        tonic::include_proto!("google.rpc");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Lakehouse proto, for server
 /// reflection (grpcurl, Postman, ...).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lakehouse_descriptor");

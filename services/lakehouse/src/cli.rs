@@ -91,6 +91,9 @@ pub struct ServeArgs {
 
     #[command(flatten, next_help_heading = "Ingest")]
     pub ingest: lakehouse_ingest::IngestConfig,
+
+    #[command(flatten, next_help_heading = "Vector")]
+    pub vector: lakehouse_vector::VectorConfig,
 }
 
 #[derive(Debug, clap::Args)]

@@ -70,8 +70,18 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
         server = server.add_service(runtime.service(max_message));
         ingest = Some(runtime);
     }
+    let mut vector = None;
     if matches!(role, Role::Vector | Role::All) {
-        server = server.add_service(lakehouse_vector::service(max_message));
+        let runtime =
+            lakehouse_vector::VectorRuntime::start(&args.vector, &storage_addr, &catalog_addr)?;
+        server = server.add_gated_service(runtime.grpc(max_message), runtime.ready());
+        vector = Some(runtime);
+    }
+    // Persisted indexes load through storage, which in `serve all` is this
+    // very server: load once it accepts calls; health says NOT_SERVING until
+    // then.
+    if let Some(runtime) = vector.clone() {
+        tokio::spawn(async move { runtime.load_persisted().await });
     }
 
     server.serve(listener, shutdown).await?;

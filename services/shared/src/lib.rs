@@ -7,7 +7,9 @@
 pub mod append_log;
 pub mod config;
 mod error;
+pub mod names;
 pub mod paging;
+pub mod request_id;
 pub mod secrets;
 pub mod server;
 pub mod shutdown;

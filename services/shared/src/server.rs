@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -31,6 +32,7 @@ pub struct GrpcServer {
     config: ServerConfig,
     routes: RoutesBuilder,
     names: Vec<&'static str>,
+    gates: Vec<(&'static str, watch::Receiver<bool>)>,
     reporter: HealthReporter,
 }
 
@@ -53,8 +55,27 @@ impl GrpcServer {
             config,
             routes,
             names: Vec::new(),
+            gates: Vec::new(),
             reporter,
         }
+    }
+
+    /// Adds a service that reports NOT_SERVING (and keeps the whole server
+    /// NOT_SERVING) until `ready` turns true: a service that must load state
+    /// through its peers first, which in `serve all` are served by this very
+    /// listener, so the server must already accept calls.
+    pub fn add_gated_service<S>(mut self, service: S, ready: watch::Receiver<bool>) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.gates.push((S::NAME, ready));
+        self.add_service(service)
     }
 
     /// Adds a service; it is listed in reflection and reported by health.
@@ -90,6 +111,7 @@ impl GrpcServer {
             config,
             mut routes,
             names,
+            gates,
             reporter,
         } = self;
 
@@ -109,13 +131,22 @@ impl GrpcServer {
             .into_inner();
 
         for name in &names {
-            reporter
-                .set_service_status(*name, ServingStatus::Serving)
-                .await;
+            let status = if gates.iter().any(|(gated, _)| gated == name) {
+                ServingStatus::NotServing
+            } else {
+                ServingStatus::Serving
+            };
+            reporter.set_service_status(*name, status).await;
         }
-        reporter
-            .set_service_status(WHOLE_SERVER, ServingStatus::Serving)
-            .await;
+        let whole = if gates.is_empty() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter.set_service_status(WHOLE_SERVER, whole).await;
+        if !gates.is_empty() {
+            tokio::spawn(open_gates(gates, reporter.clone(), shutdown.clone()));
+        }
         tracing::info!(%addr, services = ?names, "serving");
 
         let signal = {
@@ -171,6 +202,33 @@ fn reflection(names: &[&'static str]) -> tonic_reflection::server::Builder<'stat
         builder = builder.with_service_name(*name);
     }
     builder
+}
+
+/// Turns each gated service SERVING once it is ready, then the whole server;
+/// nothing turns SERVING after shutdown has started.
+async fn open_gates(
+    gates: Vec<(&'static str, watch::Receiver<bool>)>,
+    reporter: HealthReporter,
+    shutdown: CancellationToken,
+) {
+    for (name, mut ready) in gates {
+        let opened = tokio::select! {
+            result = ready.wait_for(|ready| *ready) => result.is_ok(),
+            () = shutdown.cancelled() => false,
+        };
+        if !opened || shutdown.is_cancelled() {
+            return;
+        }
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+        tracing::info!(service = name, "ready");
+    }
+    if !shutdown.is_cancelled() {
+        reporter
+            .set_service_status(WHOLE_SERVER, ServingStatus::Serving)
+            .await;
+    }
 }
 
 async fn grace_expired(shutdown: &CancellationToken, grace: Duration) {

@@ -31,3 +31,109 @@ pub fn not_yet_implemented(feature: &str) -> tonic::Status {
         "{feature} is not implemented yet in this Lakehouse version"
     ))
 }
+
+/// The domain of every `google.rpc.ErrorInfo` Lakehouse sends.
+pub const ERROR_DOMAIN: &str = "lakehouse";
+
+/// A status with `google.rpc.ErrorInfo` details: a stable, machine-readable
+/// `reason` (UPPER_SNAKE, such as `INDEX_NOT_FOUND`) and the values a client
+/// needs to act (such as the current generation), so clients branch on the
+/// reason instead of parsing the message.
+pub fn with_error_info(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: impl IntoIterator<Item = (&'static str, String)>,
+) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt as _};
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+    tonic::Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+/// The `ErrorInfo` reason of a status, if it carries one.
+pub fn error_reason(status: &tonic::Status) -> Option<String> {
+    use tonic_types::StatusExt as _;
+    status.get_details_error_info().map(|info| info.reason)
+}
+
+/// The `ErrorInfo` metadata value `key` of a status, if present.
+pub fn error_metadata(status: &tonic::Status, key: &str) -> Option<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_error_info()
+        .and_then(|info| info.metadata.get(key).cloned())
+}
+
+/// The `google.rpc.Status` that ends a long operation's stream: the same
+/// code, message and details a failed unary call would carry.
+pub fn to_rpc_status(status: &tonic::Status) -> lakehouse_proto::google::rpc::Status {
+    use prost::Message as _;
+    // A status built with details carries the whole encoded google.rpc.Status.
+    if !status.details().is_empty()
+        && let Ok(decoded) = lakehouse_proto::google::rpc::Status::decode(status.details())
+    {
+        return decoded;
+    }
+    lakehouse_proto::google::rpc::Status {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: Vec::new(),
+    }
+}
+
+/// The OK status for a terminal message of a successful operation.
+pub fn ok_rpc_status() -> lakehouse_proto::google::rpc::Status {
+    lakehouse_proto::google::rpc::Status {
+        code: Code::Ok as i32,
+        message: String::new(),
+        details: Vec::new(),
+    }
+}
+
+/// The tonic status a terminal `google.rpc.Status` stands for, details
+/// included (for clients that turn a failed stream back into an error).
+pub fn from_rpc_status(status: &lakehouse_proto::google::rpc::Status) -> tonic::Status {
+    use prost::Message as _;
+    tonic::Status::with_details(
+        Code::from_i32(status.code),
+        status.message.clone(),
+        status.encode_to_vec().into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_info_survives_a_terminal_message() {
+        let status = with_error_info(
+            Code::Aborted,
+            "generation 3 is active, not 2",
+            "ACTIVE_GENERATION_MISMATCH",
+            [("current", "3".to_owned())],
+        );
+        assert_eq!(
+            error_reason(&status).as_deref(),
+            Some("ACTIVE_GENERATION_MISMATCH")
+        );
+        let terminal = to_rpc_status(&status);
+        assert_eq!(terminal.code, Code::Aborted as i32);
+        assert_eq!(terminal.details.len(), 1);
+        let back = from_rpc_status(&terminal);
+        assert_eq!(back.code(), Code::Aborted);
+        assert_eq!(error_metadata(&back, "current").as_deref(), Some("3"));
+        let plain = to_rpc_status(&tonic::Status::not_found("gone"));
+        assert_eq!(
+            (plain.code, plain.message.as_str()),
+            (Code::NotFound as i32, "gone")
+        );
+    }
+}

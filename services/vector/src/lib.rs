@@ -1,20 +1,79 @@
-//! The vector service. It owns the embedding cache, HNSW indexes, eval sets, trials and generations.
+//! The vector service: the embedding cache, HNSW indexes over catalog
+//! datasets, search, persistence and hot-swapped generations. (Eval sets,
+//! trials and auto-tune answer UNIMPLEMENTED until their milestone.)
 //!
-//! Until its milestone lands, every RPC answers UNIMPLEMENTED with a message
-//! naming the feature, so clients can already be written against the final
-//! API (the protos are complete).
+//! Layout: [`hnsw`] (build and frozen search over flat arrays), `simd` (the
+//! distance kernels, the one module with `unsafe`), [`metric`], `exact`
+//! (brute force), `embeddings` and `cache` (loading vectors from Parquet),
+//! `store` (how generations live in storage), `service` (the operations)
+//! and [`grpc`], which only converts and delegates.
 
-mod grpc;
+mod cache;
+mod config;
+mod embeddings;
+mod error;
+mod exact;
+mod generation;
+pub mod grpc;
+pub mod hnsw;
+pub mod metric;
+mod service;
+mod simd;
+mod store;
 
-pub use grpc::VectorServiceImpl;
+use std::sync::Arc;
 
-use lakehouse_client as _;
 use lakehouse_proto::vector::v1::vector_service_server::VectorServiceServer;
-use tracing as _;
 
-/// The gRPC service, with the process's message size limit.
-pub fn service(max_message_bytes: usize) -> VectorServiceServer<VectorServiceImpl> {
-    VectorServiceServer::new(VectorServiceImpl::default())
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes)
+pub use cache::{CacheStats, EmbeddingCache};
+pub use config::VectorConfig;
+pub use embeddings::{DataFile, Embeddings, LoadSpec};
+pub use error::{Error, Result};
+pub use exact::exact_search;
+pub use metric::Metric;
+pub use service::{DEFAULT_EF_SEARCH, DEFAULT_K, MAX_K, VectorService};
+pub use store::{GenerationState, IndexStore, generation_prefix, record_key};
+
+#[cfg(test)]
+use {lakehouse_catalog as _, lakehouse_storage as _, tempfile as _};
+
+/// The vector service with its peers' clients.
+#[derive(Debug, Clone)]
+pub struct VectorRuntime {
+    service: Arc<VectorService>,
+}
+
+impl VectorRuntime {
+    /// Prepares the service over the storage and catalog at these addresses
+    /// (clients connect on first use). Call [`Self::load_persisted`] once the
+    /// server is accepting calls.
+    pub fn start(config: &VectorConfig, storage_addr: &str, catalog_addr: &str) -> Result<Self> {
+        let storage = lakehouse_client::storage(lakehouse_client::connect_lazy(storage_addr)?);
+        let catalog = lakehouse_client::catalog(lakehouse_client::connect_lazy(catalog_addr)?);
+        Ok(Self {
+            service: Arc::new(VectorService::new(config, storage, catalog)?),
+        })
+    }
+
+    /// The domain object, for in-process use and tests.
+    pub fn service(&self) -> &Arc<VectorService> {
+        &self.service
+    }
+
+    /// Loads persisted indexes, then reports ready.
+    pub async fn load_persisted(&self) {
+        self.service.load_persisted().await;
+    }
+
+    /// Turns true when persisted indexes are loaded (health gates on it).
+    pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.service.ready()
+    }
+
+    /// The gRPC service, with the process's message size limit.
+    pub fn grpc(&self, max_message_bytes: usize) -> VectorServiceServer<grpc::VectorGrpc> {
+        VectorServiceServer::new(grpc::VectorGrpc::new(self.service.clone()))
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
+    }
 }

@@ -1,0 +1,189 @@
+//! The embedding cache: a dataset's vectors are loaded once per (dataset
+//! version, columns) and shared. Concurrent callers of one key share one
+//! load; a newer dataset version drops the older entries; a memory budget
+//! evicts the least recently used entries, and a load that cannot fit at
+//! all fails up front with the bytes it needs.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+
+use crate::embeddings::{Embeddings, LoadSpec};
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+struct Entry {
+    cell: OnceCell<Arc<Embeddings>>,
+    last_used: AtomicU64,
+}
+
+/// Counters and contents, for GetCacheStats.
+#[derive(Debug, Clone)]
+pub struct CacheStats {
+    /// Loaded entries.
+    pub entries: Vec<Arc<Embeddings>>,
+    /// Lookups served from memory.
+    pub hits: u64,
+    /// Lookups that loaded.
+    pub misses: u64,
+    /// The budget in bytes.
+    pub budget_bytes: u64,
+}
+
+/// See the module comment.
+#[derive(Debug)]
+pub struct EmbeddingCache {
+    budget_bytes: u64,
+    entries: Mutex<HashMap<LoadSpec, Arc<Entry>>>,
+    clock: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl EmbeddingCache {
+    /// An empty cache holding at most `budget_bytes`.
+    pub fn new(budget_bytes: u64) -> Self {
+        Self {
+            budget_bytes,
+            entries: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The entry for `spec`, loading it with `load` unless it is cached or
+    /// being loaded (then this waits for that load). `estimated_bytes` is
+    /// checked against the budget before loading.
+    pub async fn get_or_load<F, Fut>(
+        &self,
+        spec: &LoadSpec,
+        estimated_bytes: u64,
+        load: F,
+    ) -> Result<Arc<Embeddings>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Embeddings>>,
+    {
+        let entry = {
+            let mut entries = self.entries.lock();
+            // A newer version makes older entries of the dataset useless.
+            entries.retain(|key, _| key.dataset != spec.dataset || key.version >= spec.version);
+            entries
+                .entry(spec.clone())
+                .or_insert_with(|| {
+                    Arc::new(Entry {
+                        cell: OnceCell::new(),
+                        last_used: AtomicU64::new(0),
+                    })
+                })
+                .clone()
+        };
+        entry.last_used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        if let Some(loaded) = entry.cell.get() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(loaded.clone());
+        }
+        let result = entry
+            .cell
+            .get_or_try_init(|| async {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.make_room(spec, estimated_bytes)?;
+                load().await.map(Arc::new)
+            })
+            .await
+            .cloned();
+        if result.is_err() {
+            let mut entries = self.entries.lock();
+            if entries
+                .get(spec)
+                .is_some_and(|e| Arc::ptr_eq(e, &entry) && e.cell.get().is_none())
+            {
+                entries.remove(spec);
+            }
+        }
+        result
+    }
+
+    /// Evicts least recently used entries until `needed` more bytes fit.
+    fn make_room(&self, spec: &LoadSpec, needed: u64) -> Result<()> {
+        if needed > self.budget_bytes {
+            return Err(Error::CacheBudget {
+                dataset: spec.dataset.clone(),
+                needed,
+                budget: self.budget_bytes,
+            });
+        }
+        let mut entries = self.entries.lock();
+        loop {
+            let used: u64 = entries
+                .values()
+                .filter_map(|e| e.cell.get())
+                .map(|e| e.memory_bytes())
+                .sum();
+            if used + needed <= self.budget_bytes {
+                return Ok(());
+            }
+            let oldest = entries
+                .iter()
+                .filter(|(key, e)| *key != spec && e.cell.get().is_some())
+                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+                .map(|(key, _)| key.clone());
+            match oldest {
+                Some(key) => {
+                    tracing::info!(dataset = %key.dataset, version = key.version, "evicting cached embeddings for room");
+                    entries.remove(&key);
+                }
+                None => {
+                    return Err(Error::CacheBudget {
+                        dataset: spec.dataset.clone(),
+                        needed: used + needed,
+                        budget: self.budget_bytes,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Drops the entries of `dataset` (all when `None`); returns how many
+    /// and their bytes.
+    pub fn evict(&self, dataset: Option<&str>) -> (u64, u64) {
+        let mut entries = self.entries.lock();
+        let mut count = 0;
+        let mut bytes = 0;
+        entries.retain(|key, entry| {
+            let drop = dataset.is_none_or(|d| d == key.dataset);
+            if drop {
+                if let Some(loaded) = entry.cell.get() {
+                    count += 1;
+                    bytes += loaded.memory_bytes();
+                }
+            }
+            !drop
+        });
+        (count, bytes)
+    }
+
+    /// What the cache holds now.
+    pub fn stats(&self) -> CacheStats {
+        let entries = self.entries.lock();
+        let mut loaded: Vec<Arc<Embeddings>> = entries
+            .values()
+            .filter_map(|e| e.cell.get().cloned())
+            .collect();
+        loaded.sort_by(|a, b| a.spec.dataset.cmp(&b.spec.dataset));
+        CacheStats {
+            entries: loaded,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            budget_bytes: self.budget_bytes,
+        }
+    }
+}

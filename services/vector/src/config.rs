@@ -1,0 +1,37 @@
+//! Vector flags, flattened into `lakehouse serve`. Precedence: flag >
+//! environment (`LAKEHOUSE_VECTOR_*`) > default.
+
+use lakehouse_shared::config::parse_bytes;
+
+/// Vector service settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VectorConfig {
+    /// Index builds running at once; further builds wait (phase QUEUED).
+    /// Each build already uses every build thread.
+    #[arg(long = "vector-max-builds", env = "LAKEHOUSE_VECTOR_MAX_BUILDS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_builds: u64,
+
+    /// Threads that insert vectors during a build; 0 uses every core.
+    /// Searches never wait for them: they run on their callers' threads.
+    #[arg(
+        long = "vector-build-threads",
+        env = "LAKEHOUSE_VECTOR_BUILD_THREADS",
+        default_value_t = 0
+    )]
+    pub build_threads: usize,
+
+    /// Memory budget of the embedding cache; least recently used entries
+    /// are evicted past it, and a load larger than it fails up front.
+    #[arg(long = "vector-cache-bytes", env = "LAKEHOUSE_VECTOR_CACHE_BYTES", default_value = "4GiB", value_parser = parse_bytes)]
+    pub cache_bytes: u64,
+}
+
+impl Default for VectorConfig {
+    fn default() -> Self {
+        Self {
+            max_builds: 1,
+            build_threads: 0,
+            cache_bytes: 4 << 30,
+        }
+    }
+}

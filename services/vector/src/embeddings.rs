@@ -1,0 +1,519 @@
+//! Loads a dataset's vectors (and the row columns hits return) from its
+//! Parquet files through the storage service into one contiguous `f32`
+//! buffer. Every row group of every file is decoded as its own task, so a
+//! load uses all cores; rows keep catalog file order, so row numbers in
+//! errors are the dataset's.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+
+use crate::error::{Error, Result};
+
+/// Rows per decoded batch.
+const BATCH_ROWS: usize = 65_536;
+
+/// One Parquet file of a dataset, as the catalog lists it.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    /// Object key in the dataset's bucket.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What to read: the vector column, and the row columns kept for hits (id
+/// first, then text and payload columns).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LoadSpec {
+    /// The dataset.
+    pub dataset: String,
+    /// Its catalog version.
+    pub version: u64,
+    /// The vector column.
+    pub vector_column: String,
+    /// Id column, then text and payload columns.
+    pub row_columns: Vec<String>,
+    /// Normalise every vector to unit length (cosine).
+    pub normalize: bool,
+}
+
+/// A dataset's vectors in one buffer, with their row columns.
+#[derive(Debug)]
+pub struct Embeddings {
+    /// What was loaded.
+    pub spec: LoadSpec,
+    /// Dimensions per vector.
+    pub dim: usize,
+    /// `rows * dim` floats, row `i` at `i * dim`.
+    pub vectors: Arc<Vec<f32>>,
+    /// The row columns, one row per vector.
+    pub rows: RecordBatch,
+    /// How long the load took.
+    pub load_ms: u64,
+    /// When it finished.
+    pub load_time: DateTime<Utc>,
+}
+
+impl Embeddings {
+    /// Number of vectors.
+    pub fn len(&self) -> usize {
+        self.rows.num_rows()
+    }
+
+    /// Whether there are no vectors.
+    pub fn is_empty(&self) -> bool {
+        self.rows.num_rows() == 0
+    }
+
+    /// Bytes held, from the real allocations.
+    pub fn memory_bytes(&self) -> u64 {
+        (self.vectors.capacity() * 4 + self.rows.get_array_memory_size()) as u64
+    }
+}
+
+/// One row group's share of the load.
+struct Part {
+    vectors: Vec<f32>,
+    dim: Option<usize>,
+    batches: Vec<RecordBatch>,
+    first_row: u64,
+}
+
+/// Loads `files` per `spec`; `rows_loaded` counts progress.
+pub async fn load(
+    store: Arc<dyn ObjectStore>,
+    files: &[DataFile],
+    spec: &LoadSpec,
+    rows_loaded: Arc<AtomicU64>,
+) -> Result<Embeddings> {
+    let started = Instant::now();
+    // Footers first (one ranged read each), to number rows and split work.
+    let metas = futures::stream::iter(files.iter().cloned())
+        .map(|file| {
+            let store = store.clone();
+            async move {
+                let mut reader = reader(store, &file)?;
+                let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+                    .await
+                    .map_err(|source| Error::Parquet {
+                        key: file.key.clone(),
+                        source,
+                    })?;
+                Ok::<_, Error>((file, meta))
+            }
+        })
+        .buffered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+
+    let mut tasks = Vec::new();
+    let mut first_row = 0u64;
+    let mut schema = None;
+    for (file, meta) in metas {
+        let indices = spec_columns(spec, &meta, &file)?;
+        for row_group in 0..meta.metadata().num_row_groups() {
+            let rows = meta.metadata().row_group(row_group).num_rows().max(0) as u64;
+            let task = tokio::spawn(load_row_group(
+                store.clone(),
+                file.clone(),
+                meta.clone(),
+                row_group,
+                indices.clone(),
+                spec.clone(),
+                first_row,
+                rows_loaded.clone(),
+            ));
+            tasks.push(task);
+            first_row += rows;
+        }
+        schema.get_or_insert_with(|| meta.schema().clone());
+    }
+    let mut parts = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        parts.push(task.await.map_err(|_| Error::Task("embedding load"))??);
+    }
+
+    let total_rows = first_row;
+    if total_rows == 0 {
+        return Err(Error::EmptyDataset {
+            dataset: spec.dataset.clone(),
+        });
+    }
+    let mut dim = None;
+    for part in &parts {
+        match (dim, part.dim) {
+            (None, found) => dim = found,
+            (Some(d), Some(found)) if found != d => {
+                return Err(Error::BadRow {
+                    dataset: spec.dataset.clone(),
+                    row: part.first_row,
+                    problem: format!("vector has {found} dimensions, earlier rows have {d}"),
+                });
+            }
+            _ => {}
+        }
+    }
+    let dim = dim.unwrap_or(0);
+    let mut vectors = Vec::with_capacity(total_rows as usize * dim);
+    let mut batches = Vec::new();
+    for part in parts {
+        vectors.extend_from_slice(&part.vectors);
+        batches.extend(part.batches);
+    }
+    let rows = match batches.first() {
+        Some(first) => {
+            arrow::compute::concat_batches(&first.schema(), &batches).map_err(|source| {
+                Error::Arrow {
+                    key: spec.dataset.clone(),
+                    source,
+                }
+            })?
+        }
+        None => {
+            return Err(Error::EmptyDataset {
+                dataset: spec.dataset.clone(),
+            });
+        }
+    };
+    Ok(Embeddings {
+        spec: spec.clone(),
+        dim,
+        vectors: Arc::new(vectors),
+        rows,
+        load_ms: started.elapsed().as_millis() as u64,
+        load_time: Utc::now(),
+    })
+}
+
+fn reader(store: Arc<dyn ObjectStore>, file: &DataFile) -> Result<StorageReader> {
+    let path = Path::parse(&file.key).map_err(|e| Error::Storage {
+        operation: "read",
+        key: file.key.clone(),
+        source: e.into(),
+    })?;
+    Ok(StorageReader {
+        store,
+        path,
+        size: file.size,
+    })
+}
+
+/// Ranged reads of one Parquet file through the storage service; the size
+/// comes from the catalog, so the footer costs one read.
+#[derive(Debug, Clone)]
+struct StorageReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn parquet_io(error: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(error))
+}
+
+impl AsyncFileReader for StorageReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(parquet_io)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_io)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// Root column indices of the vector and row columns in a file, checking
+/// they exist.
+fn spec_columns(
+    spec: &LoadSpec,
+    meta: &ArrowReaderMetadata,
+    file: &DataFile,
+) -> Result<Vec<usize>> {
+    let schema = meta.schema();
+    std::iter::once(&spec.vector_column)
+        .chain(&spec.row_columns)
+        .map(|name| {
+            schema.index_of(name).map_err(|_| Error::ColumnNotFound {
+                dataset: format!("{} (file {})", spec.dataset, file.key),
+                column: name.clone(),
+                available: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            })
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_row_group(
+    store: Arc<dyn ObjectStore>,
+    file: DataFile,
+    meta: ArrowReaderMetadata,
+    row_group: usize,
+    mut indices: Vec<usize>,
+    spec: LoadSpec,
+    first_row: u64,
+    rows_loaded: Arc<AtomicU64>,
+) -> Result<Part> {
+    let parquet_error = |source| Error::Parquet {
+        key: file.key.clone(),
+        source,
+    };
+    indices.sort_unstable();
+    indices.dedup();
+    let mask = ProjectionMask::roots(meta.parquet_schema(), indices);
+    let mut stream =
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader(store, &file)?, meta)
+            .with_projection(mask)
+            .with_row_groups(vec![row_group])
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(parquet_error)?;
+    let mut part = Part {
+        vectors: Vec::new(),
+        dim: None,
+        batches: Vec::new(),
+        first_row,
+    };
+    let mut row = first_row;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(parquet_error)?;
+        let Some(column) = batch.column_by_name(&spec.vector_column) else {
+            return Err(Error::Task("embedding load: projected column missing"));
+        };
+        append_vectors(&spec, column, row, &mut part)?;
+        let columns = spec
+            .row_columns
+            .iter()
+            .map(|name| {
+                batch
+                    .column_by_name(name)
+                    .cloned()
+                    .ok_or(Error::Task("embedding load: projected column missing"))
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        check_ids(&spec, &columns[0], row)?;
+        let projected = RecordBatch::try_new(
+            Arc::new(arrow::datatypes::Schema::new(
+                spec.row_columns
+                    .iter()
+                    .zip(&columns)
+                    .map(|(name, c)| {
+                        arrow::datatypes::Field::new(name, c.data_type().clone(), true)
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+            columns,
+        )
+        .map_err(|source| Error::Arrow {
+            key: file.key.clone(),
+            source,
+        })?;
+        row += batch.num_rows() as u64;
+        rows_loaded.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        part.batches.push(projected);
+    }
+    Ok(part)
+}
+
+fn bad_row(spec: &LoadSpec, row: u64, problem: impl Into<String>) -> Error {
+    Error::BadRow {
+        dataset: spec.dataset.clone(),
+        row,
+        problem: problem.into(),
+    }
+}
+
+/// Appends a batch's vectors to `part`, checking every row: not null, one
+/// dimension, finite components, non-zero when normalising.
+fn append_vectors(
+    spec: &LoadSpec,
+    column: &ArrayRef,
+    first_row: u64,
+    part: &mut Part,
+) -> Result<()> {
+    let type_error = || Error::ColumnType {
+        dataset: spec.dataset.clone(),
+        column: spec.vector_column.clone(),
+        found: column.data_type().to_string(),
+        expected: "FixedSizeList<Float32> or List<Float32>",
+    };
+    if let Some(i) = (0..column.len()).find(|&i| column.is_null(i)) {
+        return Err(bad_row(spec, first_row + i as u64, "vector is null"));
+    }
+    let start = part.vectors.len();
+    match column.data_type() {
+        DataType::FixedSizeList(field, size) if field.data_type() == &DataType::Float32 => {
+            let list = column.as_fixed_size_list();
+            let size = *size as usize;
+            let values = list.values().as_primitive::<Float32Type>();
+            let begin = if list.is_empty() {
+                0
+            } else {
+                list.value_offset_at(0)
+            };
+            let slice = values
+                .values()
+                .get(begin..begin + list.len() * size)
+                .ok_or_else(type_error)?;
+            if values.null_count() > 0 {
+                return Err(bad_row(spec, first_row, "a vector has a null component"));
+            }
+            check_dim(spec, part, size, first_row)?;
+            part.vectors.extend_from_slice(slice);
+        }
+        DataType::List(field) if field.data_type() == &DataType::Float32 => {
+            let list = column.as_list::<i32>();
+            append_variable(
+                spec,
+                part,
+                list.values(),
+                list.offsets()
+                    .windows(2)
+                    .map(|w| (w[0] as usize, w[1] as usize)),
+                first_row,
+            )?;
+        }
+        DataType::LargeList(field) if field.data_type() == &DataType::Float32 => {
+            let list = column.as_list::<i64>();
+            append_variable(
+                spec,
+                part,
+                list.values(),
+                list.offsets()
+                    .windows(2)
+                    .map(|w| (w[0] as usize, w[1] as usize)),
+                first_row,
+            )?;
+        }
+        _ => return Err(type_error()),
+    }
+    let dim = part.dim.unwrap_or(0);
+    if dim == 0 {
+        return Err(bad_row(spec, first_row, "vector is empty"));
+    }
+    for (i, row) in part.vectors[start..].chunks_exact_mut(dim).enumerate() {
+        let row_number = first_row + i as u64;
+        if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+            return Err(bad_row(
+                spec,
+                row_number,
+                format!("component {c} is {}", row[c]),
+            ));
+        }
+        if spec.normalize {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm == 0.0 {
+                return Err(bad_row(
+                    spec,
+                    row_number,
+                    "vector is all zeros, which has no cosine direction",
+                ));
+            }
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    Ok(())
+}
+
+fn check_dim(spec: &LoadSpec, part: &mut Part, found: usize, row: u64) -> Result<()> {
+    match part.dim {
+        None => {
+            part.dim = Some(found);
+            Ok(())
+        }
+        Some(dim) if dim == found => Ok(()),
+        Some(dim) => Err(bad_row(
+            spec,
+            row,
+            format!("vector has {found} dimensions, earlier rows have {dim}"),
+        )),
+    }
+}
+
+fn append_variable(
+    spec: &LoadSpec,
+    part: &mut Part,
+    values: &ArrayRef,
+    ranges: impl Iterator<Item = (usize, usize)>,
+    first_row: u64,
+) -> Result<()> {
+    let values = values.as_primitive::<Float32Type>();
+    if values.null_count() > 0 {
+        return Err(bad_row(spec, first_row, "a vector has a null component"));
+    }
+    let floats = values.values();
+    for (i, (begin, end)) in ranges.enumerate() {
+        check_dim(spec, part, end - begin, first_row + i as u64)?;
+        let row = floats
+            .get(begin..end)
+            .ok_or_else(|| bad_row(spec, first_row + i as u64, "list offsets out of range"))?;
+        part.vectors.extend_from_slice(row);
+    }
+    Ok(())
+}
+
+/// Ids must be integers or strings, never null.
+fn check_ids(spec: &LoadSpec, ids: &ArrayRef, first_row: u64) -> Result<()> {
+    let usable = ids.data_type().is_integer()
+        || matches!(
+            ids.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        );
+    if !usable {
+        return Err(Error::ColumnType {
+            dataset: spec.dataset.clone(),
+            column: spec.row_columns[0].clone(),
+            found: ids.data_type().to_string(),
+            expected: "an integer or string column for ids",
+        });
+    }
+    if let Some(i) = (0..ids.len()).find(|&i| ids.is_null(i)) {
+        return Err(bad_row(spec, first_row + i as u64, "id is null"));
+    }
+    Ok(())
+}
