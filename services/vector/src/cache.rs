@@ -91,15 +91,21 @@ impl EmbeddingCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(loaded.clone());
         }
+        let loaded_here = std::sync::atomic::AtomicBool::new(false);
         let result = entry
             .cell
             .get_or_try_init(|| async {
+                loaded_here.store(true, Ordering::Relaxed);
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 self.make_room(spec, estimated_bytes)?;
                 load().await.map(Arc::new)
             })
             .await
             .cloned();
+        if result.is_ok() && !loaded_here.load(Ordering::Relaxed) {
+            // Waited for another caller's load: served from memory.
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
         if result.is_err() {
             let mut entries = self.entries.lock();
             if entries
@@ -185,5 +191,92 @@ impl EmbeddingCache {
             misses: self.misses.load(Ordering::Relaxed),
             budget_bytes: self.budget_bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use arrow::array::{Int64Array, RecordBatch};
+
+    use super::*;
+
+    fn spec(version: u64) -> LoadSpec {
+        LoadSpec {
+            dataset: "docs".into(),
+            version,
+            vector_column: "embedding".into(),
+            row_columns: vec!["id".into()],
+            normalize: false,
+        }
+    }
+
+    fn embeddings(spec: &LoadSpec, n: usize) -> Embeddings {
+        let ids = Int64Array::from_iter_values(0..n as i64);
+        Embeddings {
+            spec: spec.clone(),
+            dim: 4,
+            vectors: Arc::new(vec![0.5; n * 4]),
+            rows: RecordBatch::try_from_iter([("id", Arc::new(ids) as _)]).expect("batch"),
+            load_ms: 1,
+            load_time: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_one_load_and_a_new_version_replaces_the_old() {
+        let cache = Arc::new(EmbeddingCache::new(1 << 20));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (cache, loads) = (cache.clone(), loads.clone());
+            tasks.push(tokio::spawn(async move {
+                let s = spec(1);
+                cache
+                    .get_or_load(&s, 100, || async {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        Ok(embeddings(&s, 10))
+                    })
+                    .await
+                    .expect("load")
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.expect("task").len(), 10);
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for 8 callers");
+        let stats = cache.stats();
+        assert_eq!((stats.misses, stats.hits), (1, 7));
+
+        let s2 = spec(2);
+        cache
+            .get_or_load(&s2, 100, || async { Ok(embeddings(&s2, 3)) })
+            .await
+            .expect("v2");
+        let versions: Vec<u64> = cache.stats().entries.iter().map(|e| e.spec.version).collect();
+        assert_eq!(versions, [2], "the older version is gone");
+    }
+
+    #[tokio::test]
+    async fn budget_refuses_what_cannot_fit_and_evicts_the_least_recent() {
+        let cache = EmbeddingCache::new(2000);
+        let s = spec(1);
+        let error = cache
+            .get_or_load(&s, 5000, || async { Ok(embeddings(&s, 1)) })
+            .await
+            .expect_err("over budget");
+        assert!(matches!(error, Error::CacheBudget { needed: 5000, budget: 2000, .. }), "{error}");
+        let mut other = spec(1);
+        other.dataset = "other".into();
+        cache.get_or_load(&s, 10, || async { Ok(embeddings(&s, 10)) }).await.expect("a");
+        let used = cache.stats().entries[0].memory_bytes();
+        cache
+            .get_or_load(&other, 2000 - used + 1, || async { Ok(embeddings(&other, 1)) })
+            .await
+            .expect("b evicts a");
+        let left: Vec<String> = cache.stats().entries.iter().map(|e| e.spec.dataset.clone()).collect();
+        assert_eq!(left, ["other"]);
     }
 }

@@ -223,3 +223,138 @@ pub(crate) fn random_level(seed: u64, i: u32, m: usize) -> usize {
     let level = -u.ln() / (m as f64).ln();
     (level as usize).min(15)
 }
+
+/// Seeded clustered vectors, like real embeddings: a Gaussian mixture on a
+/// low-dimensional subspace, plus a little noise, normalised. For tests and
+/// the benchmark.
+pub fn clustered_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let mut gauss = move || {
+        let (u, v) = (uniform(), uniform());
+        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    };
+    let subspace = 8.min(dim);
+    let basis: Vec<f32> = (0..subspace * dim).map(|_| gauss()).collect();
+    let centers: Vec<f32> = (0..clusters * subspace).map(|_| gauss() * 3.0).collect();
+    let mut out = Vec::with_capacity(n * dim);
+    for i in 0..n {
+        let c = i % clusters.max(1);
+        let coords: Vec<f32> = (0..subspace)
+            .map(|j| centers[c * subspace + j] + gauss())
+            .collect();
+        let mut row: Vec<f32> = (0..dim)
+            .map(|d| {
+                coords
+                    .iter()
+                    .enumerate()
+                    .map(|(j, x)| x * basis[j * dim + d])
+                    .sum::<f32>()
+                    + 0.1 * gauss()
+            })
+            .collect();
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+        row.iter_mut().for_each(|v| *v /= norm);
+        out.extend_from_slice(&row);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{Metric, exact_search};
+
+    fn recall(graph: &Graph, vectors: &[f32], dim: usize, queries: &[f32], k: usize, ef: usize) -> f64 {
+        let mut found = 0;
+        for q in queries.chunks_exact(dim) {
+            let truth: Vec<u32> = exact_search(vectors, dim, graph.metric(), q, k, None)
+                .iter()
+                .map(|n| n.id)
+                .collect();
+            found += graph
+                .search(q, k, ef)
+                .iter()
+                .filter(|n| truth.contains(&n.id))
+                .count();
+        }
+        found as f64 / (queries.len() / dim * k) as f64
+    }
+
+    fn pool() -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool")
+    }
+
+    #[test]
+    fn recall_at_default_parameters_on_clustered_data() {
+        let (n, dim) = (6000, 64);
+        // Queries from the same distribution, held out of the index.
+        let all = clustered_vectors(n + 100, dim, 20, 7);
+        let (vectors, queries) = all.split_at(n * dim);
+        let (vectors, queries) = (vectors.to_vec(), queries.to_vec());
+        for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
+            let graph = build(
+                Arc::new(vectors.clone()),
+                dim,
+                metric,
+                HnswParams::default(),
+                1,
+                &pool(),
+                &BuildControl::default(),
+            )
+            .expect("build");
+            assert_eq!(graph.len(), n);
+            for ef in [10, 100, 400] {
+                eprintln!("{metric:?}: recall@10 at ef {ef} = {:.4}", recall(&graph, &vectors, dim, &queries, 10, ef));
+            }
+            let r = recall(&graph, &vectors, dim, &queries, 10, crate::DEFAULT_EF_SEARCH as usize);
+            eprintln!("{metric:?}: recall@10 at the default ef_search = {r:.4}");
+            assert!(r >= 0.95, "{metric:?}: recall@10 {r} < 0.95");
+        }
+    }
+
+    #[test]
+    fn stored_graph_round_trips_and_damage_is_refused() {
+        let dim = 16;
+        let vectors = clustered_vectors(500, dim, 5, 3);
+        let graph = build(
+            Arc::new(vectors.clone()),
+            dim,
+            Metric::L2,
+            HnswParams { m: 8, ef_construction: 40 },
+            1,
+            &pool(),
+            &BuildControl::default(),
+        )
+        .expect("build");
+        let bytes: Vec<u8> = graph.to_sections().concat();
+        let back = Graph::from_bytes(&bytes).expect("round trip");
+        let q = &vectors[..dim];
+        assert_eq!(graph.search(q, 5, 20), back.search(q, 5, 20));
+        assert!(Graph::from_bytes(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+        let mut forged = bytes.clone();
+        // The first base-layer link of node 0 points past the graph.
+        let links_at = 72 + 500 + (4 - 500 % 4) % 4 + 4;
+        forged[links_at..links_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Graph::from_bytes(&forged).is_err(), "out-of-range link");
+    }
+
+    #[test]
+    fn a_cancelled_build_stops() {
+        let control = BuildControl::default();
+        control.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        let vectors = clustered_vectors(2000, 8, 4, 1);
+        let result = build(Arc::new(vectors), 8, Metric::L2, HnswParams::default(), 1, &pool(), &control);
+        assert_eq!(result.err(), Some(Cancelled));
+    }
+}
