@@ -166,11 +166,9 @@ impl EmbeddingCache {
         let mut bytes = 0;
         entries.retain(|key, entry| {
             let drop = dataset.is_none_or(|d| d == key.dataset);
-            if drop {
-                if let Some(loaded) = entry.cell.get() {
-                    count += 1;
-                    bytes += loaded.memory_bytes();
-                }
+            if drop && let Some(loaded) = entry.cell.get() {
+                count += 1;
+                bytes += loaded.memory_bytes();
             }
             !drop
         });
@@ -255,7 +253,12 @@ mod tests {
             .get_or_load(&s2, 100, || async { Ok(embeddings(&s2, 3)) })
             .await
             .expect("v2");
-        let versions: Vec<u64> = cache.stats().entries.iter().map(|e| e.spec.version).collect();
+        let versions: Vec<u64> = cache
+            .stats()
+            .entries
+            .iter()
+            .map(|e| e.spec.version)
+            .collect();
         assert_eq!(versions, [2], "the older version is gone");
     }
 
@@ -267,16 +270,36 @@ mod tests {
             .get_or_load(&s, 5000, || async { Ok(embeddings(&s, 1)) })
             .await
             .expect_err("over budget");
-        assert!(matches!(error, Error::CacheBudget { needed: 5000, budget: 2000, .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                Error::CacheBudget {
+                    needed: 5000,
+                    budget: 2000,
+                    ..
+                }
+            ),
+            "{error}"
+        );
         let mut other = spec(1);
         other.dataset = "other".into();
-        cache.get_or_load(&s, 10, || async { Ok(embeddings(&s, 10)) }).await.expect("a");
+        cache
+            .get_or_load(&s, 10, || async { Ok(embeddings(&s, 10)) })
+            .await
+            .expect("a");
         let used = cache.stats().entries[0].memory_bytes();
         cache
-            .get_or_load(&other, 2000 - used + 1, || async { Ok(embeddings(&other, 1)) })
+            .get_or_load(&other, 2000 - used + 1, || async {
+                Ok(embeddings(&other, 1))
+            })
             .await
             .expect("b evicts a");
-        let left: Vec<String> = cache.stats().entries.iter().map(|e| e.spec.dataset.clone()).collect();
+        let left: Vec<String> = cache
+            .stats()
+            .entries
+            .iter()
+            .map(|e| e.spec.dataset.clone())
+            .collect();
         assert_eq!(left, ["other"]);
     }
 }

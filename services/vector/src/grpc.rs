@@ -397,7 +397,7 @@ fn progress_pb(p: crate::service::Progress) -> pb::BuildProgress {
 enum BuildMessage {
     Started(pb::BuildStarted),
     Progress(pb::BuildProgress),
-    Finished(pb::BuildFinished),
+    Finished(Box<pb::BuildFinished>),
 }
 
 fn build_stream<T: Send + 'static>(
@@ -458,7 +458,9 @@ fn build_stream<T: Send + 'static>(
                                 .map(|g| generation_pb(g, record.active))
                         }),
                     };
-                    let _ = tx.send(Ok(wrap(BuildMessage::Finished(finished)))).await;
+                    let _ = tx
+                        .send(Ok(wrap(BuildMessage::Finished(Box::new(finished)))))
+                        .await;
                     return;
                 }
             }
@@ -466,11 +468,13 @@ fn build_stream<T: Send + 'static>(
                 // The build's sender is gone without an outcome: say so.
                 let lost = Status::internal("the build stopped without reporting an outcome");
                 let _ = tx
-                    .send(Ok(wrap(BuildMessage::Finished(pb::BuildFinished {
-                        status: Some(to_rpc_status(&lost)),
-                        index: None,
-                        generation: None,
-                    }))))
+                    .send(Ok(wrap(BuildMessage::Finished(Box::new(
+                        pb::BuildFinished {
+                            status: Some(to_rpc_status(&lost)),
+                            index: None,
+                            generation: None,
+                        },
+                    )))))
                     .await;
                 return;
             }
@@ -631,7 +635,7 @@ impl Rpc for VectorGrpc {
                     event: Some(match m {
                         BuildMessage::Started(s) => Event::Started(s),
                         BuildMessage::Progress(p) => Event::Progress(p),
-                        BuildMessage::Finished(f) => Event::Finished(f),
+                        BuildMessage::Finished(f) => Event::Finished(*f),
                     }),
                 }
             },
@@ -666,7 +670,7 @@ impl Rpc for VectorGrpc {
                     event: Some(match m {
                         BuildMessage::Started(s) => Event::Started(s),
                         BuildMessage::Progress(p) => Event::Progress(p),
-                        BuildMessage::Finished(f) => Event::Finished(f),
+                        BuildMessage::Finished(f) => Event::Finished(*f),
                     }),
                 }
             },

@@ -35,7 +35,7 @@ pub use service::{DEFAULT_EF_SEARCH, DEFAULT_K, MAX_K, VectorService};
 pub use store::{GenerationState, IndexStore, generation_prefix, record_key};
 
 #[cfg(test)]
-use {lakehouse_catalog as _, lakehouse_storage as _, tempfile as _};
+use {lakehouse_catalog as _, lakehouse_storage as _, tempfile as _, tokio_util as _};
 
 /// The vector service with its peers' clients.
 #[derive(Debug, Clone)]

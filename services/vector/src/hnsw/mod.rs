@@ -128,10 +128,14 @@ pub(crate) fn greedy<L: Links>(
     }
 }
 
+/// The arguments are the hot loop's whole state; a struct would only add a
+/// level of indirection to every access.
+///
 /// Best-first search of one layer from `entry`, keeping the `ef` nearest in
 /// `scratch.results` (farthest on top). The hot loop of both build and
 /// search: no allocation, visited marks by epoch, the next neighbour's
 /// vector prefetched while the current one is measured.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn search_layer<L: Links>(
     links: &L,
     rows: Rows<'_>,
@@ -258,7 +262,12 @@ pub fn clustered_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Ve
                     + 0.1 * gauss()
             })
             .collect();
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+        let norm = row
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt()
+            .max(f32::MIN_POSITIVE);
         row.iter_mut().for_each(|v| *v /= norm);
         out.extend_from_slice(&row);
     }
@@ -272,7 +281,14 @@ mod tests {
     use super::*;
     use crate::{Metric, exact_search};
 
-    fn recall(graph: &Graph, vectors: &[f32], dim: usize, queries: &[f32], k: usize, ef: usize) -> f64 {
+    fn recall(
+        graph: &Graph,
+        vectors: &[f32],
+        dim: usize,
+        queries: &[f32],
+        k: usize,
+        ef: usize,
+    ) -> f64 {
         let mut found = 0;
         for q in queries.chunks_exact(dim) {
             let truth: Vec<u32> = exact_search(vectors, dim, graph.metric(), q, k, None)
@@ -315,9 +331,19 @@ mod tests {
             .expect("build");
             assert_eq!(graph.len(), n);
             for ef in [10, 100, 400] {
-                eprintln!("{metric:?}: recall@10 at ef {ef} = {:.4}", recall(&graph, &vectors, dim, &queries, 10, ef));
+                eprintln!(
+                    "{metric:?}: recall@10 at ef {ef} = {:.4}",
+                    recall(&graph, &vectors, dim, &queries, 10, ef)
+                );
             }
-            let r = recall(&graph, &vectors, dim, &queries, 10, crate::DEFAULT_EF_SEARCH as usize);
+            let r = recall(
+                &graph,
+                &vectors,
+                dim,
+                &queries,
+                10,
+                crate::DEFAULT_EF_SEARCH as usize,
+            );
             eprintln!("{metric:?}: recall@10 at the default ef_search = {r:.4}");
             assert!(r >= 0.95, "{metric:?}: recall@10 {r} < 0.95");
         }
@@ -331,7 +357,10 @@ mod tests {
             Arc::new(vectors.clone()),
             dim,
             Metric::L2,
-            HnswParams { m: 8, ef_construction: 40 },
+            HnswParams {
+                m: 8,
+                ef_construction: 40,
+            },
             1,
             &pool(),
             &BuildControl::default(),
@@ -341,10 +370,15 @@ mod tests {
         let back = Graph::from_bytes(&bytes).expect("round trip");
         let q = &vectors[..dim];
         assert_eq!(graph.search(q, 5, 20), back.search(q, 5, 20));
-        assert!(Graph::from_bytes(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+        assert!(
+            Graph::from_bytes(&bytes[..bytes.len() - 1]).is_err(),
+            "truncated"
+        );
         let mut forged = bytes.clone();
         // The first base-layer link of node 0 points past the graph.
-        let links_at = 72 + 500 + (4 - 500 % 4) % 4 + 4;
+        // Header 72 bytes, 500 level bytes (a multiple of 4: no padding),
+        // then node 0's block: its count, then its first link.
+        let links_at = 72 + 500 + 4;
         forged[links_at..links_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Graph::from_bytes(&forged).is_err(), "out-of-range link");
     }
@@ -352,9 +386,19 @@ mod tests {
     #[test]
     fn a_cancelled_build_stops() {
         let control = BuildControl::default();
-        control.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        control
+            .cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let vectors = clustered_vectors(2000, 8, 4, 1);
-        let result = build(Arc::new(vectors), 8, Metric::L2, HnswParams::default(), 1, &pool(), &control);
+        let result = build(
+            Arc::new(vectors),
+            8,
+            Metric::L2,
+            HnswParams::default(),
+            1,
+            &pool(),
+            &control,
+        );
         assert_eq!(result.err(), Some(Cancelled));
     }
 }
