@@ -77,12 +77,12 @@ fn serve_all_is_healthy_and_lists_every_service_through_grpcurl() {
             "-d",
             "{}",
             &server.addr,
-            "lakehouse.vector.v1.VectorService/GetCacheStats",
+            "lakehouse.vector.v1.VectorService/GetTrial",
         ],
     );
     assert!(!ok);
     assert!(
-        stderr.contains("Unimplemented") && stderr.contains("GetCacheStats"),
+        stderr.contains("Unimplemented") && stderr.contains("GetTrial"),
         "{stderr}"
     );
 }
@@ -90,7 +90,15 @@ fn serve_all_is_healthy_and_lists_every_service_through_grpcurl() {
 #[test]
 fn single_role_serves_only_its_service() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = ServerProcess::start("vector", dir.path(), &[]);
+    // The vector role loads its persisted indexes through storage before it
+    // reports SERVING, so it gets a storage process of its own.
+    let mut storage = ServerProcess::start("storage", &dir.path().join("storage"), &[]);
+    storage.wait_healthy();
+    let mut server = ServerProcess::start(
+        "vector",
+        &dir.path().join("vector"),
+        &[("LAKEHOUSE_STORAGE_ADDR", storage.uri())],
+    );
     server.wait_healthy();
     let status = std::process::Command::new(support::BINARY)
         .args([

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::redact::redact_secrets;
 
 /// Longest dataset name, in bytes.
-pub const MAX_NAME_BYTES: usize = 128;
+pub const MAX_NAME_BYTES: usize = lakehouse_shared::names::MAX_NAME_BYTES;
 /// Longest object key, in bytes (S3's limit).
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -30,20 +30,8 @@ impl DatasetName {
             name: shorten(name),
             reason,
         };
-        if name.is_empty() {
-            return Err(invalid("it is empty"));
-        }
-        if name.len() > MAX_NAME_BYTES {
-            return Err(invalid("it is longer than 128 bytes"));
-        }
-        if !name.bytes().all(is_name_byte) {
-            return Err(invalid(
-                "only lowercase letters, digits, '_', '-' and '.' are allowed",
-            ));
-        }
-        if name == "." || name == ".." {
-            return Err(invalid("'.' and '..' are reserved"));
-        }
+        // One rule for every service's names (shared::names).
+        lakehouse_shared::names::validate("dataset", name).map_err(|e| invalid(e.reason))?;
         Ok(Self(name.to_owned()))
     }
 
@@ -64,21 +52,7 @@ impl fmt::Display for DatasetName {
     }
 }
 
-/// Whether `b` may appear in a dataset name.
-pub fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-' || b == b'.'
-}
-
-/// A value for an error message: at most 64 characters.
-pub(crate) fn shorten(text: &str) -> String {
-    if text.chars().count() <= 64 {
-        text.to_owned()
-    } else {
-        let mut short: String = text.chars().take(61).collect();
-        short.push_str("...");
-        short
-    }
-}
+pub use lakehouse_shared::names::{is_name_byte, shorten};
 
 /// Checks an object key given in a commit.
 pub fn validate_key(key: &str) -> Result<()> {

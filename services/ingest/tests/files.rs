@@ -239,3 +239,67 @@ async fn ndjson_and_parquet_uploads_are_ingested() {
     assert!(status.message().contains("Parquet"), "{}", status.message());
     stack.shutdown().await;
 }
+
+/// Parquet as pandas, pyarrow, Spark and DuckDB write it: Snappy by default,
+/// and every other standard codec, each ingested whole (issue 11, item 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parquet_in_every_standard_codec_is_ingested() {
+    use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+    let stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..3000)),
+            Arc::new(StringArray::from_iter_values(
+                (0..3000).map(|i| format!("name {i}")),
+            )),
+        ],
+    )
+    .expect("batch");
+    for codec in [
+        Compression::SNAPPY,
+        Compression::GZIP(GzipLevel::default()),
+        Compression::LZ4_RAW,
+        Compression::LZ4,
+        Compression::BROTLI(BrotliLevel::default()),
+        Compression::ZSTD(ZstdLevel::default()),
+        Compression::UNCOMPRESSED,
+    ] {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(codec)
+            .build();
+        let mut file = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut file, schema.clone(), Some(props))
+                .expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let dataset = unique("codec");
+        let ingest = upload(
+            &stack,
+            header(&dataset, pb::FileFormat::Parquet, None),
+            &file,
+        )
+        .await
+        .unwrap_or_else(|status| panic!("{codec:?}: {status:?}"));
+        assert_eq!(ingest.rows, 3000, "{codec:?}");
+        let batches = common::read_parquet(&stack.files_of(&dataset));
+        let names: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(1)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(names.len(), 3000, "{codec:?}");
+        assert_eq!(names[2999], "name 2999", "{codec:?}");
+    }
+    stack.shutdown().await;
+}

@@ -83,7 +83,7 @@ mod tests {
     #[test]
     fn ids_are_validated() {
         assert_eq!(parse(""), Ok(None));
-        assert_eq!(parse("7c9e-1").as_deref(), Ok(Some("7c9e-1")).map(|o| o));
+        assert_eq!(parse("7c9e-1"), Ok(Some("7c9e-1".to_owned())));
         assert!(parse("has space").is_err());
         assert!(parse(&"x".repeat(129)).is_err());
     }

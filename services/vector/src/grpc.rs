@@ -400,11 +400,32 @@ enum BuildMessage {
     Finished(Box<pb::BuildFinished>),
 }
 
-fn build_stream<T: Send + 'static>(
+/// Both build RPCs answer with the same three events, each in its own
+/// response type (AIP: one response message per RPC).
+macro_rules! build_response {
+    ($response:ty, $event:ident) => {
+        impl From<BuildMessage> for $response {
+            fn from(message: BuildMessage) -> Self {
+                use pb::$event::Event;
+                Self {
+                    event: Some(match message {
+                        BuildMessage::Started(s) => Event::Started(s),
+                        BuildMessage::Progress(p) => Event::Progress(p),
+                        BuildMessage::Finished(f) => Event::Finished(*f),
+                    }),
+                }
+            }
+        }
+    };
+}
+build_response!(pb::CreateIndexResponse, create_index_response);
+build_response!(pb::RebuildIndexResponse, rebuild_index_response);
+
+fn build_stream<T: From<BuildMessage> + Send + 'static>(
     service: Arc<VectorService>,
     ticket: BuildTicket,
-    wrap: fn(BuildMessage) -> T,
 ) -> EventStream<T> {
+    let wrap = T::from;
     let BuildTicket {
         index,
         generation,
@@ -626,20 +647,7 @@ impl Rpc for VectorGrpc {
             request_id: request_id_of(&rid)?,
         };
         let ticket = self.service.create_index(new).await?;
-        Ok(Response::new(build_stream(
-            self.service.clone(),
-            ticket,
-            |m| {
-                use pb::create_index_response::Event;
-                pb::CreateIndexResponse {
-                    event: Some(match m {
-                        BuildMessage::Started(s) => Event::Started(s),
-                        BuildMessage::Progress(p) => Event::Progress(p),
-                        BuildMessage::Finished(f) => Event::Finished(*f),
-                    }),
-                }
-            },
-        )))
+        Ok(Response::new(build_stream(self.service.clone(), ticket)))
     }
 
     async fn rebuild_index(
@@ -661,20 +669,7 @@ impl Rpc for VectorGrpc {
                 request_id_of(&rid)?,
             )
             .await?;
-        Ok(Response::new(build_stream(
-            self.service.clone(),
-            ticket,
-            |m| {
-                use pb::rebuild_index_response::Event;
-                pb::RebuildIndexResponse {
-                    event: Some(match m {
-                        BuildMessage::Started(s) => Event::Started(s),
-                        BuildMessage::Progress(p) => Event::Progress(p),
-                        BuildMessage::Finished(f) => Event::Finished(*f),
-                    }),
-                }
-            },
-        )))
+        Ok(Response::new(build_stream(self.service.clone(), ticket)))
     }
 
     async fn cancel_build(

@@ -570,6 +570,29 @@ impl VectorService {
             .build_generation(&entry, generation, params, &build, started)
             .await;
         let _writer = entry.writer.lock().await;
+        let still_registered = self
+            .indexes
+            .read()
+            .get(&name)
+            .is_some_and(|current| Arc::ptr_eq(current, &entry));
+        if !still_registered {
+            // The index was deleted while this build ran: record nothing
+            // (that would bring the index back) and leave no files.
+            if let Err(error) = self
+                .store
+                .delete_prefix(&generation_prefix(&name, generation))
+                .await
+            {
+                tracing::warn!(index = %name, generation, %error, "cannot remove a deleted index's build");
+            }
+            entry.builds.lock().remove(&generation);
+            build
+                .events
+                .send_replace(BuildEvent::Finished(Err(Arc::new(Error::IndexNotFound {
+                    name,
+                }))));
+            return;
+        }
         let record = {
             let mut record = entry.record.lock();
             let build_ms = started.elapsed().as_millis() as u64;
@@ -846,13 +869,8 @@ impl VectorService {
         request_id: Option<String>,
     ) -> Result<IndexView> {
         let key = request_id.map(|id| format!("update/{name}/{id}"));
-        if let Some(Some(record)) = key.as_deref().and_then(|k| self.replies.get(k)) {
-            return Ok(IndexView {
-                record,
-                memory_bytes: 0,
-                current_dataset_version: None,
-                load_error: None,
-            });
+        if let Some(view) = self.replayed(key.as_deref()) {
+            return Ok(view);
         }
         let entry = self.entry(name)?;
         let _writer = entry.writer.lock().await;
@@ -873,6 +891,17 @@ impl VectorService {
             self.replies.record(key, Some(record));
         }
         Ok(Self::view_of(&entry))
+    }
+
+    /// The answer recorded for a short write's request id, if any.
+    fn replayed(&self, key: Option<&str>) -> Option<IndexView> {
+        let record = self.replies.get(key?)??;
+        Some(IndexView {
+            record,
+            memory_bytes: 0,
+            current_dataset_version: None,
+            load_error: None,
+        })
     }
 
     /// Deletes an index, its generations and files; running builds stop.
@@ -1041,13 +1070,8 @@ impl VectorService {
     ) -> Result<IndexView> {
         self.check_ready()?;
         let key = request_id.map(|id| format!("swap/{index}/{id}"));
-        if let Some(Some(record)) = key.as_deref().and_then(|k| self.replies.get(k)) {
-            return Ok(IndexView {
-                record,
-                memory_bytes: 0,
-                current_dataset_version: None,
-                load_error: None,
-            });
+        if let Some(view) = self.replayed(key.as_deref()) {
+            return Ok(view);
         }
         let entry = self.entry(index)?;
         let _writer = entry.writer.lock().await;

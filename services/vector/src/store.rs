@@ -207,7 +207,15 @@ impl IndexStore {
 
     /// The record of `index`, or `None` when it has none.
     pub async fn read_record(&self, index: &str) -> Result<Option<IndexRecord>> {
-        let key = record_key(index);
+        self.read_json("index record", record_key(index)).await
+    }
+
+    /// A JSON object, or `None` when it does not exist.
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        key: String,
+    ) -> Result<Option<T>> {
         let bytes = match self.store.get(&path(&key)?).await {
             Ok(got) => got.bytes().await.map_err(Error::storage("read", &key))?,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -216,7 +224,7 @@ impl IndexStore {
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::Corrupt {
-                what: "index record",
+                what,
                 key,
                 reason: e.to_string(),
             })
@@ -311,18 +319,7 @@ impl IndexStore {
         generation: u64,
     ) -> Result<Option<GenerationManifest>> {
         let key = format!("{}manifest.json", generation_prefix(index, generation));
-        let bytes = match self.store.get(&path(&key)?).await {
-            Ok(got) => got.bytes().await.map_err(Error::storage("read", &key))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(source) => return Err(Error::storage("read", key)(source)),
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Corrupt {
-                what: "manifest",
-                key,
-                reason: e.to_string(),
-            })
+        self.read_json("manifest", key).await
     }
 
     /// Reads a whole generation back, checking it against its manifest.

@@ -213,7 +213,7 @@ async fn drain<T>(
                     stream.message().await.expect("end").is_none(),
                     "finished is last"
                 );
-                return (started.expect("started"), progress, f);
+                return (started.expect("started"), progress, *f);
             }
         }
     }
@@ -223,7 +223,7 @@ async fn drain<T>(
 enum BuildMsg {
     Started(pb::BuildStarted),
     Progress,
-    Finished(pb::BuildFinished),
+    Finished(Box<pb::BuildFinished>),
 }
 
 fn create_msg(m: pb::CreateIndexResponse) -> Option<BuildMsg> {
@@ -231,7 +231,7 @@ fn create_msg(m: pb::CreateIndexResponse) -> Option<BuildMsg> {
     Some(match m.event? {
         Event::Started(s) => BuildMsg::Started(s),
         Event::Progress(_) => BuildMsg::Progress,
-        Event::Finished(f) => BuildMsg::Finished(f),
+        Event::Finished(f) => BuildMsg::Finished(Box::new(f)),
     })
 }
 
@@ -240,7 +240,7 @@ fn rebuild_msg(m: pb::RebuildIndexResponse) -> Option<BuildMsg> {
     Some(match m.event? {
         Event::Started(s) => BuildMsg::Started(s),
         Event::Progress(_) => BuildMsg::Progress,
-        Event::Finished(f) => BuildMsg::Finished(f),
+        Event::Finished(f) => BuildMsg::Finished(Box::new(f)),
     })
 }
 
