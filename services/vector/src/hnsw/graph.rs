@@ -288,6 +288,18 @@ impl Graph {
             {
                 return Err(GraphFormatError("an upper-layer link is out of range"));
             }
+            // A link on layer l must lead to a node that has layer l, or a
+            // search would look up upper links the node does not have.
+            let reaches = blocks.chunks_exact(stride).enumerate().all(|(i, b)| {
+                b[1..=b[0] as usize]
+                    .iter()
+                    .all(|&id| usize::from(levels[id as usize]) > i)
+            });
+            if !reaches {
+                return Err(GraphFormatError(
+                    "an upper-layer link leads to a node without that layer",
+                ));
+            }
         }
         Ok(Self {
             dim,
