@@ -67,7 +67,11 @@ impl Building<'_> {
 
     fn insert(&self, q: u32) {
         let level = usize::from(self.levels[q as usize]);
-        let _grow = (level > self.entry.read().1).then(|| self.grow.lock());
+        // Read the top layer into a local first: a read guard kept alive
+        // while waiting for `grow` would deadlock with the holder of `grow`,
+        // which takes the write lock to raise the entry point.
+        let top_now = self.entry.read().1;
+        let _grow = (level > top_now).then(|| self.grow.lock());
         let (entry, top) = *self.entry.read();
         let query = self.rows.row(q);
         let mut current = Near {

@@ -383,6 +383,43 @@ mod tests {
         assert!(Graph::from_bytes(&forged).is_err(), "out-of-range link");
     }
 
+    /// Regression: a thread that held the entry point's read guard while
+    /// waiting for `grow` deadlocked with the thread raising the top layer.
+    /// m = 2 gives a new top layer to every other node early on, so threads
+    /// race for it constantly.
+    #[test]
+    fn concurrent_top_layer_raises_do_not_deadlock() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(4)
+                .build()
+                .expect("pool");
+            for seed in 0..20 {
+                let vectors = clustered_vectors(1500, 8, 4, seed + 1);
+                let params = HnswParams {
+                    m: 2,
+                    ef_construction: 8,
+                };
+                let graph = build(
+                    Arc::new(vectors),
+                    8,
+                    Metric::L2,
+                    params,
+                    seed,
+                    &pool,
+                    &BuildControl::default(),
+                )
+                .expect("build");
+                assert_eq!(graph.len(), 1500);
+            }
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("20 builds with racing top-layer raises finish (no deadlock)");
+    }
+
     #[test]
     fn a_cancelled_build_stops() {
         let control = BuildControl::default();
