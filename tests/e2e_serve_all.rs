@@ -116,6 +116,51 @@ fn single_role_serves_only_its_service() {
     );
 }
 
+/// Health is true: a vector server whose storage cannot be reached has not
+/// loaded its persisted indexes, so it says NOT_SERVING rather than answer
+/// searches with nothing.
+#[test]
+fn vector_role_is_not_serving_until_its_indexes_are_loaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nowhere = format!("http://127.0.0.1:{}", support::free_port());
+    let server = ServerProcess::start("vector", dir.path(), &[("LAKEHOUSE_STORAGE_ADDR", nowhere)]);
+    let health = |extra: &[&str]| {
+        let mut args = vec!["health", "--addr", server.addr.as_str(), "--timeout", "1s"];
+        args.extend_from_slice(extra);
+        std::process::Command::new(support::BINARY)
+            .args(&args)
+            .output()
+            .expect("run health")
+    };
+    // Wait until the server answers at all (NOT_SERVING is an answer).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while String::from_utf8_lossy(&health(&[]).stderr).contains("cannot connect") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !health(&[]).status.success(),
+        "whole server must not be SERVING"
+    );
+    let vector = health(&["--service", "lakehouse.vector.v1.VectorService"]);
+    assert!(
+        !vector.status.success(),
+        "vector must not be SERVING before its indexes are loaded"
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("cannot list persisted indexes yet"),
+        "{}",
+        server.log_text()
+    );
+}
+
 #[test]
 fn health_fails_when_nothing_listens() {
     let port = support::free_port();
