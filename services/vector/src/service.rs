@@ -814,6 +814,8 @@ impl VectorService {
                 build.control.cancel.store(true, Ordering::Relaxed);
                 Ok(g)
             }
+            // A retried cancel finds the build already stopped: same answer.
+            None if g.state == GenerationState::Cancelled => Ok(g),
             None => Err(Error::GenerationState {
                 index: index.to_owned(),
                 generation,
