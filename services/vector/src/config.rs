@@ -24,6 +24,24 @@ pub struct VectorConfig {
     /// are evicted past it, and a load larger than it fails up front.
     #[arg(long = "vector-cache-bytes", env = "LAKEHOUSE_VECTOR_CACHE_BYTES", default_value = "4GiB", value_parser = parse_bytes)]
     pub cache_bytes: u64,
+
+    /// Threads of trials and tuning (builds, ground truth, measurements);
+    /// 0 uses half the cores (at least one), so serving keeps the rest.
+    #[arg(
+        long = "vector-trial-threads",
+        env = "LAKEHOUSE_VECTOR_TRIAL_THREADS",
+        default_value_t = 0
+    )]
+    pub trial_threads: usize,
+
+    /// Trial runs (RunTrial, TuneIndex) running at once; further runs wait.
+    #[arg(long = "vector-max-trials", env = "LAKEHOUSE_VECTOR_MAX_TRIALS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub max_trials: u64,
+
+    /// Memory one trial build may take (its graph, and the sample it builds
+    /// on while tuning); a trial estimated to need more fails up front.
+    #[arg(long = "vector-trial-memory-bytes", env = "LAKEHOUSE_VECTOR_TRIAL_MEMORY_BYTES", default_value = "2GiB", value_parser = parse_bytes)]
+    pub trial_memory_bytes: u64,
 }
 
 impl Default for VectorConfig {
@@ -32,6 +50,9 @@ impl Default for VectorConfig {
             max_builds: 1,
             build_threads: 0,
             cache_bytes: 4 << 30,
+            trial_threads: 0,
+            max_trials: 1,
+            trial_memory_bytes: 2 << 30,
         }
     }
 }

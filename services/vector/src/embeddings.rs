@@ -336,8 +336,14 @@ async fn load_row_group(
                     .ok_or(Error::Task("embedding load: projected column missing"))
             })
             .collect::<Result<Vec<ArrayRef>>>()?;
-        check_ids(&spec, &columns[0], row)?;
-        let projected = RecordBatch::try_new(
+        if let Some(ids) = columns.first() {
+            check_ids(&spec, ids, row)?;
+        }
+        // No row columns (eval-set queries from a dataset): the batch keeps
+        // only its row count.
+        let options =
+            arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        let projected = RecordBatch::try_new_with_options(
             Arc::new(arrow::datatypes::Schema::new(
                 spec.row_columns
                     .iter()
@@ -348,6 +354,7 @@ async fn load_row_group(
                     .collect::<Vec<_>>(),
             )),
             columns,
+            &options,
         )
         .map_err(|source| Error::Arrow {
             key: file.key.clone(),

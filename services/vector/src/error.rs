@@ -262,6 +262,105 @@ pub enum Error {
     #[error("filtered search is not supported yet; leave filter empty")]
     FilterNotSupported,
 
+    /// No eval set has this name.
+    #[error("eval set {name:?} not found; ListEvalSets shows the existing ones")]
+    EvalSetNotFound {
+        /// The name.
+        name: String,
+    },
+
+    /// CreateEvalSet found the name taken.
+    #[error("eval set {name:?} already exists; use it, or delete it first")]
+    EvalSetExists {
+        /// The name.
+        name: String,
+    },
+
+    /// The eval set was made for another index.
+    #[error("eval set {eval_set:?} belongs to index {belongs_to:?}, not {index:?}")]
+    EvalSetOtherIndex {
+        /// The eval set.
+        eval_set: String,
+        /// The index asked about.
+        index: String,
+        /// Its index.
+        belongs_to: String,
+    },
+
+    /// The index's vectors moved on since the eval set's truth was computed.
+    #[error(
+        "eval set {eval_set:?} has ground truth for dataset version {eval_version}, but the active generation of index {index:?} is built from version {active_version}; create a new eval set"
+    )]
+    EvalSetStale {
+        /// The eval set.
+        eval_set: String,
+        /// The index.
+        index: String,
+        /// Version the truth is for.
+        eval_version: u64,
+        /// Version of the active generation.
+        active_version: u64,
+    },
+
+    /// No running or recent trial run has this id.
+    #[error("no trial run {run_id:?}: it never existed or ended long ago")]
+    TrialRunNotFound {
+        /// The run id.
+        run_id: String,
+    },
+
+    /// The index has no such trial.
+    #[error("index {index:?} has no trial {trial_id:?}; ListTrials shows them")]
+    TrialNotFound {
+        /// The index.
+        index: String,
+        /// The trial id.
+        trial_id: String,
+    },
+
+    /// No journaled trial reaches the recall floor.
+    #[error("{}", no_trial_message(index, *min_recall, *best_recall, *considered))]
+    NoTrialMeetsRecall {
+        /// The index.
+        index: String,
+        /// The floor asked for.
+        min_recall: f64,
+        /// Highest recall among the trials considered.
+        best_recall: Option<f64>,
+        /// Trials considered.
+        considered: usize,
+    },
+
+    /// A trial's build would exceed the trial memory budget.
+    #[error(
+        "the trial build needs about {needed} bytes, more than the trial budget of {budget} bytes (--vector-trial-memory-bytes); use a smaller M or raise the budget"
+    )]
+    TrialMemoryBudget {
+        /// Estimated bytes.
+        needed: u64,
+        /// The budget.
+        budget: u64,
+    },
+
+    /// The trial run was cancelled.
+    #[error("trial run {run_id:?} was cancelled")]
+    TrialRunCancelled {
+        /// The run.
+        run_id: String,
+    },
+
+    /// Writing the trial journal failed.
+    #[error("cannot write the trial journal: {0}")]
+    Journal(lakehouse_shared::Error),
+
+    /// Building an eval set's columns failed.
+    #[error("cannot encode the eval set: {0}")]
+    EvalSetEncode(arrow::error::ArrowError),
+
+    /// Writing an eval set's Parquet failed.
+    #[error("cannot write the eval set as Parquet: {0}")]
+    EvalSetParquet(parquet::errors::ParquetError),
+
     /// The build thread pool could not start.
     #[error("cannot start build threads: {0}")]
     Threads(#[from] rayon::ThreadPoolBuildError),
@@ -273,6 +372,17 @@ pub enum Error {
     /// A worker task panicked or was dropped; the details are in the log.
     #[error("a vector worker task failed unexpectedly during {0}")]
     Task(&'static str),
+}
+
+fn no_trial_message(index: &str, min: f64, best: Option<f64>, considered: usize) -> String {
+    match best {
+        Some(best) => format!(
+            "no trial of index {index:?} reaches recall {min}: the best of {considered} trials has {best:.4}; run trials with larger ef_search, M or ef_construction (or TuneIndex)"
+        ),
+        None => {
+            format!("index {index:?} has no trials to choose from; run RunTrial or TuneIndex first")
+        }
+    }
 }
 
 /// Result with the vector [`Error`].

@@ -1,6 +1,7 @@
 //! The vector service: the embedding cache, HNSW indexes over catalog
-//! datasets, search, persistence and hot-swapped generations. (Eval sets,
-//! trials and auto-tune answer UNIMPLEMENTED until their milestone.)
+//! datasets, search, persistence and hot-swapped generations; and the
+//! tuning half in [`trials`]: eval sets, journaled trials, BestTrial and
+//! TuneIndex.
 //!
 //! Layout: [`hnsw`] (build and frozen search over flat arrays), `simd` (the
 //! distance kernels, the one module with `unsafe`), [`metric`], `exact`
@@ -20,6 +21,7 @@ pub mod metric;
 mod service;
 mod simd;
 mod store;
+pub mod trials;
 
 use std::sync::Arc;
 

@@ -35,7 +35,7 @@ pub const MAX_BATCH_QUERIES: usize = 10_000;
 /// Default inactive generations kept.
 pub const DEFAULT_RETAINED: u32 = 2;
 /// Seed of every build's level assignment.
-const LEVEL_SEED: u64 = 0x1a4e_5eed;
+pub(crate) const LEVEL_SEED: u64 = 0x1a4e_5eed;
 /// How often a build reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -50,6 +50,8 @@ pub enum Phase {
     Inserting,
     /// Writing to storage.
     Persisting,
+    /// Measuring a trial.
+    Evaluating,
 }
 
 /// Progress of a build.
@@ -95,11 +97,11 @@ struct RunningBuild {
 }
 
 #[derive(Debug)]
-struct IndexEntry {
-    record: Mutex<IndexRecord>,
+pub(crate) struct IndexEntry {
+    pub(crate) record: Mutex<IndexRecord>,
     /// Serialises changes, so records are written in the order they change.
-    writer: tokio::sync::Mutex<()>,
-    active: RwLock<Option<Arc<LoadedGeneration>>>,
+    pub(crate) writer: tokio::sync::Mutex<()>,
+    pub(crate) active: RwLock<Option<Arc<LoadedGeneration>>>,
     builds: Mutex<HashMap<u64, Arc<RunningBuild>>>,
     load_error: Mutex<Option<String>>,
 }
@@ -203,6 +205,7 @@ pub struct VectorService {
     ready: watch::Sender<bool>,
     replies: RequestLog<Option<IndexRecord>>,
     generation_reads: AtomicU64,
+    pub(crate) trials: crate::trials::TrialState,
 }
 
 impl VectorService {
@@ -220,8 +223,11 @@ impl VectorService {
             .num_threads(threads)
             .thread_name(|i| format!("vector-build-{i}"))
             .build()?;
-        let store = IndexStore::new(Arc::new(GrpcObjectStore::new(storage.clone(), "")));
+        let objects: Arc<dyn object_store::ObjectStore> =
+            Arc::new(GrpcObjectStore::new(storage.clone(), ""));
+        let store = IndexStore::new(objects.clone());
         Ok(Self {
+            trials: crate::trials::TrialState::new(config, objects)?,
             store,
             storage,
             catalog,
@@ -233,6 +239,25 @@ impl VectorService {
             replies: RequestLog::new(4096),
             generation_reads: AtomicU64::new(0),
         })
+    }
+
+    /// The index store.
+    pub(crate) fn store(&self) -> &IndexStore {
+        &self.store
+    }
+
+    /// The storage client, for loaders.
+    pub(crate) fn storage_client(&self) -> StorageClient {
+        self.storage.clone()
+    }
+
+    /// Whether `entry` is still the registered entry of `name` (not deleted
+    /// or replaced meanwhile).
+    pub(crate) fn is_registered(&self, name: &str, entry: &Arc<IndexEntry>) -> bool {
+        self.indexes
+            .read()
+            .get(name)
+            .is_some_and(|current| Arc::ptr_eq(current, entry))
     }
 
     /// Turns true once persisted indexes are loaded.
@@ -251,7 +276,7 @@ impl VectorService {
         self.generation_reads.load(Ordering::Relaxed)
     }
 
-    fn check_ready(&self) -> Result<()> {
+    pub(crate) fn check_ready(&self) -> Result<()> {
         if *self.ready.borrow() {
             Ok(())
         } else {
@@ -259,7 +284,7 @@ impl VectorService {
         }
     }
 
-    fn entry(&self, name: &str) -> Result<Arc<IndexEntry>> {
+    pub(crate) fn entry(&self, name: &str) -> Result<Arc<IndexEntry>> {
         self.indexes
             .read()
             .get(name)
@@ -345,7 +370,7 @@ impl VectorService {
     }
 
     /// The dataset's manifest from the catalog: version, bucket, files.
-    async fn dataset(&self, name: &str, full: bool) -> Result<catalog_pb::Dataset> {
+    pub(crate) async fn dataset(&self, name: &str, full: bool) -> Result<catalog_pb::Dataset> {
         let view = if full {
             catalog_pb::DatasetView::Full
         } else {
@@ -760,7 +785,7 @@ impl VectorService {
 
     /// Keeps the active generation, running builds and the newest
     /// `retained_generations` others; deletes the rest and their files.
-    async fn apply_retention(
+    pub(crate) async fn apply_retention(
         &self,
         entry: &Arc<IndexEntry>,
         mut record: IndexRecord,
@@ -954,29 +979,7 @@ impl VectorService {
         let metric = active.graph.metric();
         let mut queries = query.vectors;
         for vector in &mut queries {
-            if vector.len() != dim {
-                return Err(Error::WrongDimensions {
-                    index: query.index.clone(),
-                    expected: dim,
-                    got: vector.len(),
-                });
-            }
-            if vector.iter().any(|v| !v.is_finite()) {
-                return Err(Error::invalid(
-                    "vector",
-                    "components must be finite numbers",
-                ));
-            }
-            if metric.normalizes() {
-                let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
-                if norm == 0.0 {
-                    return Err(Error::invalid(
-                        "vector",
-                        "a zero vector has no cosine direction",
-                    ));
-                }
-                vector.iter_mut().for_each(|v| *v /= norm);
-            }
+            crate::trials::prepare_vector(&query.index, dim, metric, vector)?;
         }
         let k = query.k;
         let ef = query.ef_search.unwrap_or(ef_default).max(k as u32);
@@ -1008,7 +1011,7 @@ impl VectorService {
         })
     }
 
-    fn not_ready(&self, name: &str, entry: &IndexEntry) -> Error {
+    pub(crate) fn not_ready(&self, name: &str, entry: &IndexEntry) -> Error {
         if let Some(error) = entry.load_error.lock().clone() {
             return Error::Corrupt {
                 what: "active generation",
@@ -1200,7 +1203,7 @@ enum Swap {
     Back,
 }
 
-fn new_generation(
+pub(crate) fn new_generation(
     generation: u64,
     params: HnswParams,
     request_id: Option<String>,

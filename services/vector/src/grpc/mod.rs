@@ -11,9 +11,7 @@ use arrow::datatypes::DataType;
 use futures::Stream;
 use lakehouse_proto::vector::v1::{self as pb, vector_service_server::VectorService as Rpc};
 use lakehouse_shared::paging::{PageToken, paginate};
-use lakehouse_shared::status::{
-    not_yet_implemented, ok_rpc_status, to_rpc_status, with_error_info,
-};
+use lakehouse_shared::status::{ok_rpc_status, to_rpc_status, with_error_info};
 use lakehouse_shared::time::to_proto as timestamp;
 use lakehouse_shared::{names, paging, request_id};
 use prost_types::value::Kind;
@@ -29,6 +27,8 @@ use crate::service::{
     VectorService,
 };
 use crate::store::{GenerationRecord, GenerationState};
+
+mod trials;
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -188,6 +188,84 @@ pub fn status(error: &Error) -> Status {
         ),
         Error::Loading => (Code::Unavailable, "LOADING", vec![]),
         Error::FilterNotSupported => (Code::InvalidArgument, "FILTER_NOT_SUPPORTED", vec![]),
+        Error::EvalSetNotFound { name } => (
+            Code::NotFound,
+            "EVAL_SET_NOT_FOUND",
+            vec![("eval_set", name.clone())],
+        ),
+        Error::EvalSetExists { name } => (
+            Code::AlreadyExists,
+            "EVAL_SET_EXISTS",
+            vec![("eval_set", name.clone())],
+        ),
+        Error::EvalSetOtherIndex {
+            eval_set,
+            belongs_to,
+            ..
+        } => (
+            Code::FailedPrecondition,
+            "EVAL_SET_OTHER_INDEX",
+            vec![
+                ("eval_set", eval_set.clone()),
+                ("index", belongs_to.clone()),
+            ],
+        ),
+        Error::EvalSetStale {
+            eval_set,
+            eval_version,
+            active_version,
+            ..
+        } => (
+            Code::FailedPrecondition,
+            "EVAL_SET_STALE",
+            vec![
+                ("eval_set", eval_set.clone()),
+                ("eval_dataset_version", eval_version.to_string()),
+                ("active_dataset_version", active_version.to_string()),
+            ],
+        ),
+        Error::TrialRunNotFound { run_id } => (
+            Code::NotFound,
+            "TRIAL_RUN_NOT_FOUND",
+            vec![("run_id", run_id.clone())],
+        ),
+        Error::TrialNotFound { trial_id, .. } => (
+            Code::NotFound,
+            "TRIAL_NOT_FOUND",
+            vec![("trial_id", trial_id.clone())],
+        ),
+        Error::NoTrialMeetsRecall {
+            min_recall,
+            best_recall,
+            considered,
+            ..
+        } => (
+            Code::NotFound,
+            "NO_TRIAL_MEETS_RECALL",
+            vec![
+                ("min_recall", min_recall.to_string()),
+                (
+                    "best_recall",
+                    best_recall.map_or_else(String::new, |r| r.to_string()),
+                ),
+                ("considered", considered.to_string()),
+            ],
+        ),
+        Error::TrialMemoryBudget { needed, budget } => (
+            Code::ResourceExhausted,
+            "TRIAL_MEMORY_BUDGET",
+            vec![
+                ("needed_bytes", needed.to_string()),
+                ("budget_bytes", budget.to_string()),
+            ],
+        ),
+        Error::TrialRunCancelled { run_id } => (
+            Code::Cancelled,
+            "CANCELLED",
+            vec![("run_id", run_id.clone())],
+        ),
+        Error::Journal(_) => (Code::Unavailable, "JOURNAL_UNAVAILABLE", vec![]),
+        Error::EvalSetEncode(_) | Error::EvalSetParquet(_) => (Code::Internal, "INTERNAL", vec![]),
         Error::Threads(_) | Error::Client(_) | Error::Task(_) => {
             (Code::Internal, "INTERNAL", vec![])
         }
@@ -378,6 +456,7 @@ fn progress_pb(p: crate::service::Progress) -> pb::BuildProgress {
         Phase::Loading => pb::BuildPhase::Loading,
         Phase::Inserting => pb::BuildPhase::Inserting,
         Phase::Persisting => pb::BuildPhase::Persisting,
+        Phase::Evaluating => pb::BuildPhase::Evaluating,
     };
     pb::BuildProgress {
         phase: phase as i32,
@@ -848,46 +927,74 @@ impl Rpc for VectorGrpc {
         }))
     }
 
-    async fn autogen_eval_set(
+    async fn create_eval_set(
         &self,
-        _request: Request<pb::AutogenEvalSetRequest>,
-    ) -> Result<Response<pb::AutogenEvalSetResponse>, Status> {
-        Err(not_yet_implemented("AutogenEvalSet (eval sets)"))
+        request: Request<pb::CreateEvalSetRequest>,
+    ) -> Result<Response<pb::CreateEvalSetResponse>, Status> {
+        trials::create_eval_set(&self.service, request.into_inner()).await
+    }
+
+    async fn get_eval_set(
+        &self,
+        request: Request<pb::GetEvalSetRequest>,
+    ) -> Result<Response<pb::GetEvalSetResponse>, Status> {
+        trials::get_eval_set(&self.service, request.into_inner()).await
+    }
+
+    async fn list_eval_sets(
+        &self,
+        request: Request<pb::ListEvalSetsRequest>,
+    ) -> Result<Response<pb::ListEvalSetsResponse>, Status> {
+        trials::list_eval_sets(&self.service, request.into_inner()).await
+    }
+
+    async fn delete_eval_set(
+        &self,
+        request: Request<pb::DeleteEvalSetRequest>,
+    ) -> Result<Response<pb::DeleteEvalSetResponse>, Status> {
+        trials::delete_eval_set(&self.service, request.into_inner()).await
     }
 
     async fn run_trial(
         &self,
-        _request: Request<pb::RunTrialRequest>,
+        request: Request<pb::RunTrialRequest>,
     ) -> Result<Response<Self::RunTrialStream>, Status> {
-        Err(not_yet_implemented("RunTrial (HNSW trials)"))
+        trials::run_trial(&self.service, request.into_inner()).await
+    }
+
+    async fn cancel_trial_run(
+        &self,
+        request: Request<pb::CancelTrialRunRequest>,
+    ) -> Result<Response<pb::CancelTrialRunResponse>, Status> {
+        trials::cancel_trial_run(&self.service, request.into_inner())
     }
 
     async fn list_trials(
         &self,
-        _request: Request<pb::ListTrialsRequest>,
+        request: Request<pb::ListTrialsRequest>,
     ) -> Result<Response<pb::ListTrialsResponse>, Status> {
-        Err(not_yet_implemented("ListTrials (HNSW trials)"))
+        trials::list_trials(&self.service, request.into_inner()).await
     }
 
     async fn get_trial(
         &self,
-        _request: Request<pb::GetTrialRequest>,
+        request: Request<pb::GetTrialRequest>,
     ) -> Result<Response<pb::GetTrialResponse>, Status> {
-        Err(not_yet_implemented("GetTrial (HNSW trials)"))
+        trials::get_trial(&self.service, request.into_inner()).await
     }
 
     async fn best_trial(
         &self,
-        _request: Request<pb::BestTrialRequest>,
+        request: Request<pb::BestTrialRequest>,
     ) -> Result<Response<pb::BestTrialResponse>, Status> {
-        Err(not_yet_implemented("BestTrial (HNSW trials)"))
+        trials::best_trial(&self.service, request.into_inner()).await
     }
 
     async fn tune_index(
         &self,
-        _request: Request<pb::TuneIndexRequest>,
+        request: Request<pb::TuneIndexRequest>,
     ) -> Result<Response<Self::TuneIndexStream>, Status> {
-        Err(not_yet_implemented("TuneIndex (auto-tune)"))
+        trials::tune_index(&self.service, request.into_inner()).await
     }
 
     async fn get_cache_stats(

@@ -1,0 +1,30 @@
+//! The tuning half of the vector service: eval sets (queries with exact
+//! ground truth), trials (a build measured against an eval set, journaled
+//! as data), BestTrial, and TuneIndex (successive halving over build
+//! parameters).
+//!
+//! Trials build on the vectors of the index's active generation, which are
+//! already in memory (after a build they are the embedding cache's own
+//! buffer): no Parquet is read, and no copy is made except for the samples
+//! TuneIndex builds its early rungs on. Trials run on their own thread pool
+//! (`--vector-trial-threads`), at most `--vector-max-trials` at once, under a
+//! memory budget checked before each build; searches never wait for them.
+
+pub mod eval_set;
+pub mod journal;
+pub mod measure;
+mod ops;
+pub mod rank;
+pub mod record;
+pub mod run;
+pub mod tune;
+
+/// Defaults of the trial operations.
+pub mod ops_defaults {
+    pub use super::ops::{DEFAULT_QUERY_COUNT, MAX_QUERY_COUNT, MAX_SWEEP};
+}
+
+pub use ops::{
+    EvalQueries, NewEvalSet, NewTrial, TrialFilter, TrialState, TrialTicket, TuneRequest,
+    prepare_vector,
+};
