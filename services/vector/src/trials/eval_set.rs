@@ -420,7 +420,7 @@ mod tests {
             .collect();
         let truth = ground_truth(&corpus, dim, Metric::L2, queries, 5);
         for (q, d) in truth.queries.iter().zip(&truth.distances) {
-            assert!(!q.truth.contains(&q.exclude.unwrap()));
+            assert!(!q.truth.contains(&q.exclude.expect("sampled")));
             assert_eq!(q.truth.len(), 5);
             assert!(d.windows(2).all(|w| w[0] <= w[1]), "nearest first");
         }
@@ -442,8 +442,8 @@ mod tests {
         ];
         let truth = ground_truth(&corpus, dim, Metric::L2, queries, 3);
         let ids = StringArray::from_iter_values((0..50).map(|i| format!("id-{i}")));
-        let bytes = encode(&truth, dim, &ids).unwrap();
-        let back = decode("t", Bytes::from(bytes)).unwrap();
+        let bytes = encode(&truth, dim, &ids).expect("encode");
+        let back = decode("t", Bytes::from(bytes)).expect("decode");
         assert_eq!(back.len(), 2);
         for (a, b) in back.iter().zip(&truth.queries) {
             assert_eq!(

@@ -164,6 +164,38 @@ mod tests {
     }
 
     #[test]
+    fn a_sampled_query_is_not_scored_against_itself() {
+        let dim = 8;
+        let vectors = std::sync::Arc::new(crate::hnsw::clustered_vectors(400, dim, 4, 5));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        let graph = crate::hnsw::build(
+            vectors.clone(),
+            dim,
+            crate::Metric::L2,
+            crate::hnsw::HnswParams::default(),
+            1,
+            &pool,
+            &crate::hnsw::BuildControl::default(),
+        )
+        .expect("build");
+        let own = 17u32;
+        let query = EvalQuery {
+            vector: vectors[own as usize * dim..(own as usize + 1) * dim].to_vec(),
+            exclude: Some(own),
+            truth: Vec::new(),
+        };
+        let hits = search_excluding(&graph, &query, 5, 40);
+        assert_eq!(hits.len(), 5, "the freed slot is filled by the next row");
+        assert!(hits.iter().all(|h| h.id != own));
+        // Without the exclusion the row finds itself first, at distance 0.
+        let plain = graph.search(&query.vector, 5, 40);
+        assert_eq!((plain[0].id, plain[0].distance), (own, 0.0));
+    }
+
+    #[test]
     fn percentiles_are_nearest_rank() {
         let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_micros).collect();
         let l = percentiles(&mut samples);

@@ -189,7 +189,7 @@ mod tests {
             vector_count: 100,
             dataset_version: 1,
             generation: 0,
-            create_time: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+            create_time: Utc.timestamp_opt(1_700_000_000, 0).single().expect("time"),
         }
     }
 
