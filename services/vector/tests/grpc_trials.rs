@@ -671,3 +671,76 @@ async fn searches_never_fail_during_trials_and_tune_reaches_the_target() {
     }
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_refuses_up_front_and_cancel_stops_a_tune() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = stack_with_index(dir.path()).await;
+    let mut client = stack.client();
+    client
+        .create_eval_set(sampled("eval", 1, 20))
+        .await
+        .expect("eval set");
+
+    // Cancel: a tune over the full built-in grid is stopped right after it
+    // starts; it ends CANCELLED, and a second cancel says it had ended.
+    let mut stream = client
+        .tune_index(pb::TuneIndexRequest {
+            index: "docs-idx".into(),
+            eval_set: "eval".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("tune")
+        .into_inner();
+    let first = stream.message().await.expect("message").expect("first");
+    let Some(pb::tune_index_response::Event::Started(started)) = first.event else {
+        panic!("started comes first");
+    };
+    let cancelled = client
+        .cancel_trial_run(pb::CancelTrialRunRequest {
+            run_id: started.run_id.clone(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert!(cancelled.cancelled, "the grid takes far longer than this");
+    let mut finished = None;
+    while let Some(m) = stream.message().await.expect("stream") {
+        if let Some(pb::tune_index_response::Event::Finished(f)) = m.event {
+            finished = Some(f);
+        }
+    }
+    let status = from_rpc_status(&finished.expect("finished").status.expect("status"));
+    assert_eq!(status.code(), Code::Cancelled, "{}", status.message());
+    let again = client
+        .cancel_trial_run(pb::CancelTrialRunRequest {
+            run_id: started.run_id,
+        })
+        .await
+        .expect("cancel again")
+        .into_inner();
+    assert!(!again.cancelled, "idempotent: the run had ended");
+    stack.stop().await;
+
+    // A budget smaller than any graph: the trial fails before it starts.
+    let stack = Stack::start_with(
+        dir.path(),
+        lakehouse_vector::VectorConfig {
+            trial_memory_bytes: 1024,
+            ..Default::default()
+        },
+    )
+    .await;
+    let refused = stack
+        .client()
+        .run_trial(trial("eval", 16, 80, &[40]))
+        .await
+        .expect_err("over budget");
+    assert_eq!(
+        (refused.code(), error_reason(&refused).as_deref()),
+        (Code::ResourceExhausted, Some("TRIAL_MEMORY_BUDGET"))
+    );
+    assert!(refused.message().contains("--vector-trial-memory-bytes"));
+    stack.stop().await;
+}
