@@ -52,6 +52,9 @@ use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 use serde_json::Value;
 
+#[path = "vector_bench_parts/trials.rs"]
+mod trials;
+
 const SEED: u64 = 42;
 const K: usize = 10;
 const M: usize = 16;
@@ -81,6 +84,7 @@ struct Settings {
     clusters: usize,
     skip_peers: bool,
     skip_server: bool,
+    skip_trials: bool,
     python: String,
     binary: PathBuf,
 }
@@ -115,6 +119,7 @@ impl Settings {
             clusters: (n / 1000).clamp(10, 1000),
             skip_peers: env_flag("LAKEHOUSE_BENCH_SKIP_PEERS"),
             skip_server: env_flag("LAKEHOUSE_BENCH_SKIP_SERVER"),
+            skip_trials: env_flag("LAKEHOUSE_BENCH_SKIP_TRIALS"),
             python: std::env::var("LAKEHOUSE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into()),
             binary: std::env::var_os("LAKEHOUSE_BIN")
                 .map(PathBuf::from)
@@ -279,9 +284,33 @@ struct Server {
     serving_ms: f64,
     rss_after_reload_kib: Option<u64>,
     same_ids: bool,
+    trials: Option<trials::Report>,
 }
 
 // ------------------------------------------------------------ main
+
+/// What the peers build and measure.
+#[derive(Debug, Clone)]
+struct PeerConfig {
+    title: String,
+    m: usize,
+    ef_construction: usize,
+    efs: Vec<usize>,
+    /// hnswlib only (no FAISS).
+    hnswlib_only: bool,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            title: "2. peers (services/vector/bench/peers.py)".to_owned(),
+            m: M,
+            ef_construction: EF_CONSTRUCTION,
+            efs: EFS.to_vec(),
+            hnswlib_only: false,
+        }
+    }
+}
 
 fn main() {
     let settings = Settings::from_env();
@@ -321,7 +350,7 @@ fn main() {
     } else {
         // Free the graph's links first: the peers build their own indexes.
         drop(graph);
-        run_peers(s, &vectors, &queries, &truth)
+        run_peers(s, &vectors, &queries, &truth, &PeerConfig::default())
     };
     if let Some(peers) = &peers {
         print_peers(s, &ours, peers);
@@ -347,6 +376,38 @@ fn main() {
     };
     if let Some(server) = &server {
         print_server(&ours, server);
+        if let Some(report) = &server.trials {
+            trials::print(report);
+            // hnswlib at the configuration TuneIndex chose, same data.
+            if let (Some(best), false) = (&report.tune_best, s.skip_peers) {
+                let config = PeerConfig {
+                    title: format!(
+                        "4b. hnswlib at the tuned configuration (M {}, ef_construction {}, ef {})",
+                        best.m, best.ef_construction, best.ef_search
+                    ),
+                    m: best.m as usize,
+                    ef_construction: best.ef_construction as usize,
+                    efs: vec![best.ef_search as usize],
+                    hnswlib_only: true,
+                };
+                if let Some(value) = run_peers(s, &vectors, &queries, &truth, &config) {
+                    let h = peer(&value, "hnswlib");
+                    let at = peer_ef(h, best.ef_search as usize);
+                    println!(
+                        "hnswlib at M {} ef_construction {} ef {}: build {} s, recall@10 {}, p50 {} µs (ours: build {:.1} s, recall {:.4}, p50 {} µs)",
+                        best.m,
+                        best.ef_construction,
+                        best.ef_search,
+                        opt(num(h, "build_s"), 1),
+                        opt(num(at, "recall"), 4),
+                        opt(num(at, "p50_us"), 0),
+                        best.build_s,
+                        best.recall,
+                        best.p50_us
+                    );
+                }
+            }
+        }
     }
     print_summary(s, &ours, peers.as_ref(), server.as_ref());
     println!("\nreproduce:\n  {}", s.reproduce());
@@ -523,8 +584,14 @@ fn write_f32(path: &Path, values: &[f32]) -> std::io::Result<()> {
     file.flush()
 }
 
-fn run_peers(s: &Settings, vectors: &[f32], queries: &[f32], truth: &[u32]) -> Option<Value> {
-    println!("\n== 2. peers (services/vector/bench/peers.py)");
+fn run_peers(
+    s: &Settings,
+    vectors: &[f32],
+    queries: &[f32],
+    truth: &[u32],
+    config: &PeerConfig,
+) -> Option<Value> {
+    println!("\n== {}", config.title);
     let dir = tempfile::tempdir().expect("a temporary folder for the peers' input");
     let meta = serde_json::json!({
         "n": s.n, "dim": s.dim, "queries": s.queries, "k": K, "metric": "dot",
@@ -545,12 +612,24 @@ fn run_peers(s: &Settings, vectors: &[f32], queries: &[f32], truth: &[u32]) -> O
         .args(["--threads", &s.threads.to_string()])
         .args([
             "--m",
-            &M.to_string(),
+            &config.m.to_string(),
             "--ef-construction",
-            &EF_CONSTRUCTION.to_string(),
+            &config.ef_construction.to_string(),
         ])
         .arg("--ef")
-        .arg(EFS.map(|e| e.to_string()).join(","))
+        .arg(
+            config
+                .efs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .args(if config.hnswlib_only {
+            &["--skip-faiss-hnsw", "--skip-faiss-flat"][..]
+        } else {
+            &[][..]
+        })
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output();
@@ -740,7 +819,7 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(binary: &Path, dir: &Path, addr: &str, log_name: &str) -> Self {
+    fn start(binary: &Path, dir: &Path, addr: &str, log_name: &str, threads: usize) -> Self {
         let log = dir.join(log_name);
         let log_file = std::fs::File::create(&log).expect("create the server log");
         let child = Command::new(binary)
@@ -748,6 +827,8 @@ impl ServerProcess {
             .arg(dir.join("data"))
             .env("LAKEHOUSE_SECRETS_FILE", dir.join("no-secrets.toml"))
             .env("LAKEHOUSE_LOG", "warn")
+            // Trials use as many threads as the peers do.
+            .env("LAKEHOUSE_VECTOR_TRIAL_THREADS", threads.to_string())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("clone the log handle"))
             .stderr(log_file)
@@ -992,7 +1073,7 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
         .expect("a free port")
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = ServerProcess::start(&s.binary, dir.path(), &addr, "server-1.log");
+    let mut server = ServerProcess::start(&s.binary, dir.path(), &addr, "server-1.log", s.threads);
     wait_serving(&mut server, Instant::now()).await;
     let channel = lakehouse_client::connect(&addr)
         .await
@@ -1147,6 +1228,16 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
     }
     out.rss_after_build_kib = server.pid().and_then(|pid| vm_kib(pid, "VmRSS:"));
 
+    // Part 4 starts here: the eval set, and a trial with the cache warm.
+    let mut trial_report = (!s.skip_trials).then(trials::Report::default);
+    if let Some(report) = trial_report.as_mut() {
+        trials::create_eval_set(&mut vector, queries, s.dim, s.queries, report).await;
+        let misses = trials::cache_misses(&mut vector).await;
+        let (_, wall) = trials::run_trial(&mut vector, 16, 80, &[EF_SERVE as u32]).await;
+        report.warm_trial_s = Some(wall);
+        report.cache_misses_during_trials = Some(trials::cache_misses(&mut vector).await - misses);
+    }
+
     // Search, one query at a time, at EF_SERVE.
     let request = |q: &[f32]| pb::SearchRequest {
         index: INDEX.to_owned(),
@@ -1212,7 +1303,7 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
     // Restart on the same data: time until the vector service is SERVING.
     out.stop_s = server.stop().as_secs_f64();
     let since = Instant::now();
-    let mut server = ServerProcess::start(&s.binary, dir.path(), &addr, "server-2.log");
+    let mut server = ServerProcess::start(&s.binary, dir.path(), &addr, "server-2.log", s.threads);
     let (listening, serving) = wait_serving(&mut server, since).await;
     out.listening_ms = listening.as_secs_f64() * 1e3;
     out.serving_ms = serving.as_secs_f64() * 1e3;
@@ -1229,6 +1320,18 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
     out.same_ids = after == before;
     if !out.same_ids {
         println!("WARNING: query 0 before the restart {before:?}, after {after:?}");
+    }
+    if let Some(mut report) = trial_report {
+        let (_, wall) = trials::run_trial(&mut vector, 16, 80, &[EF_SERVE as u32]).await;
+        report.cold_trial_s = Some(wall);
+        trials::sweep_and_tune(&mut vector, &mut report).await;
+        // The restarted server's cache started empty: any miss now is a
+        // trial that read Parquet.
+        let after_restart = trials::cache_misses(&mut vector).await;
+        report.cache_misses_during_trials = report
+            .cache_misses_during_trials
+            .map(|warm| warm + after_restart);
+        out.trials = Some(report);
     }
     server.stop();
     out
