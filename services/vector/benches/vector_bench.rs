@@ -276,6 +276,9 @@ struct Server {
     cache_bytes: Option<u64>,
     search: Latency,
     server_side: Latency,
+    /// The same client and server stack around a call that does no work
+    /// (GetCacheStats): what any RPC costs here.
+    call_floor: Latency,
     search_recall: f64,
     batch_qps: f64,
     rss_after_build_kib: Option<u64>,
@@ -1263,6 +1266,18 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
     }
     out.search = latency(&times);
     out.server_side = latency(&server_side);
+    let mut floor = Vec::with_capacity(s.queries);
+    for i in 0..s.queries + WARMUP {
+        let t = Instant::now();
+        expect_ok(
+            vector.get_cache_stats(pb::GetCacheStatsRequest {}).await,
+            "GetCacheStats",
+        );
+        if i >= WARMUP {
+            floor.push(t.elapsed());
+        }
+    }
+    out.call_floor = latency(&floor);
     out.search_recall = recall(&found, truth);
     let before = found[0].clone();
 
@@ -1382,6 +1397,13 @@ fn print_server(ours: &InProcess, r: &Server) {
         r.server_side.p50,
         opt(in_proc, 1),
         opt(in_proc.map(|p| r.search.p50 - p), 1)
+    );
+    println!(
+        "gRPC call floor (GetCacheStats, no work, same client and server stack): p50 {:.1} µs, \
+         p99 {:.1} µs; Search beyond floor + server-side work: {:.1} µs",
+        r.call_floor.p50,
+        r.call_floor.p99,
+        r.search.p50 - r.call_floor.p50 - r.server_side.p50
     );
     println!(
         "gRPC BatchSearch ef {EF_SERVE}: {:.0} queries/s (in process {:.0}, ratio {})",
