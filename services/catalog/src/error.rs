@@ -179,6 +179,45 @@ fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
+/// The stable `google.rpc.ErrorInfo` reason of an error and the values a
+/// client needs to act on it (the current version on a conflict, say).
+fn error_info(error: &Error, code: Code) -> (&'static str, Vec<(&'static str, String)>) {
+    match error {
+        Error::InvalidName { name, .. } => ("INVALID_NAME", vec![("name", name.clone())]),
+        Error::InvalidKey { key, .. } => ("INVALID_KEY", vec![("key", key.clone())]),
+        Error::InvalidSchema(_) => ("INVALID_SCHEMA", vec![]),
+        Error::InvalidRequest(_) => ("INVALID_ARGUMENT", vec![]),
+        Error::NotFound { name } => ("DATASET_NOT_FOUND", vec![("dataset", name.clone())]),
+        Error::AlreadyExists { name } => ("DATASET_EXISTS", vec![("dataset", name.clone())]),
+        Error::VersionConflict {
+            name,
+            expected,
+            actual,
+        } => (
+            "VERSION_MISMATCH",
+            vec![
+                ("dataset", name.clone()),
+                ("expected_version", expected.to_string()),
+                ("current_version", actual.to_string()),
+            ],
+        ),
+        Error::Precondition { name, .. } => {
+            ("FAILED_PRECONDITION", vec![("dataset", name.clone())])
+        }
+        Error::Storage { .. } if lakehouse_shared::status::is_caller_error(code) => {
+            ("STORAGE_REFUSED", vec![])
+        }
+        Error::Storage { .. } | Error::FilesLeft { .. } => ("STORAGE_UNAVAILABLE", vec![]),
+        Error::Database { .. } if code == Code::Unavailable => ("DATABASE_UNAVAILABLE", vec![]),
+        Error::Database { .. }
+        | Error::Corrupt { .. }
+        | Error::Migrate(_)
+        | Error::InvalidUrl { .. }
+        | Error::CreateFolder { .. }
+        | Error::Client(_) => ("INTERNAL", vec![]),
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
@@ -231,12 +270,13 @@ impl From<Error> for Status {
             }
             _ => error.to_string(),
         };
+        let (reason, metadata) = error_info(&error, code);
         if lakehouse_shared::status::is_caller_error(code) {
             tracing::debug!(%error, ?code, "catalog request refused");
         } else {
             tracing::warn!(%error, ?code, "catalog request failed");
         }
-        Status::new(code, message)
+        lakehouse_shared::status::with_error_info(code, message, reason, metadata)
     }
 }
 

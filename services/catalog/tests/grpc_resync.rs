@@ -435,6 +435,10 @@ async fn errors_carry_the_right_codes() {
         .await
         .expect_err("missing");
     assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(
+        lakehouse_shared::status::error_reason(&status).as_deref(),
+        Some("DATASET_NOT_FOUND")
+    );
 
     let stale = catalog
         .commit_files(pb::CommitFilesRequest {
@@ -447,6 +451,15 @@ async fn errors_carry_the_right_codes() {
         .expect_err("stale");
     assert_eq!(stale.code(), Code::Aborted);
     assert!(stale.message().contains("version 1"), "{}", stale.message());
+    // A client reads the conflict from ErrorInfo, not from the text.
+    assert_eq!(
+        lakehouse_shared::status::error_reason(&stale).as_deref(),
+        Some("VERSION_MISMATCH")
+    );
+    assert_eq!(
+        lakehouse_shared::status::error_metadata(&stale, "current_version").as_deref(),
+        Some("1")
+    );
     let no_mode = catalog
         .commit_files(pb::CommitFilesRequest {
             name: "x".to_owned(),

@@ -180,7 +180,59 @@ impl From<Error> for Status {
             }
             _ => error.to_string(),
         };
-        Status::new(code, message)
+        let (reason, metadata) = error_info(&error, code);
+        lakehouse_shared::status::with_error_info(code, message, reason, metadata)
+    }
+}
+
+/// The stable `google.rpc.ErrorInfo` reason of an error and the values a
+/// client needs: a missing bucket and a missing object are told apart.
+fn error_info(error: &Error, code: Code) -> (&'static str, Vec<(&'static str, String)>) {
+    match error {
+        Error::UnknownBucket { name, .. } => ("BUCKET_NOT_FOUND", vec![("bucket", name.clone())]),
+        Error::NotFound { bucket, key } => (
+            "OBJECT_NOT_FOUND",
+            vec![("bucket", bucket.clone()), ("key", key.clone())],
+        ),
+        Error::AlreadyExists { bucket, key } => (
+            "OBJECT_EXISTS",
+            vec![("bucket", bucket.clone()), ("key", key.clone())],
+        ),
+        Error::InvalidKey { key, .. } => ("INVALID_KEY", vec![("key", key.clone())]),
+        Error::InvalidRange(_) => ("INVALID_RANGE", vec![]),
+        Error::RangeNotSatisfiable(_) => ("RANGE_NOT_SATISFIABLE", vec![]),
+        Error::InvalidRequest(_) => ("INVALID_ARGUMENT", vec![]),
+        Error::SizeMismatch {
+            key,
+            expected,
+            actual,
+        } => (
+            "SIZE_MISMATCH",
+            vec![
+                ("key", key.clone()),
+                ("expected_bytes", expected.to_string()),
+                ("actual_bytes", actual.to_string()),
+            ],
+        ),
+        Error::UploadInterrupted { key, .. } => ("UPLOAD_INTERRUPTED", vec![("key", key.clone())]),
+        Error::Backend { bucket, key, .. } => (
+            match code {
+                Code::NotFound => "OBJECT_NOT_FOUND",
+                Code::AlreadyExists => "OBJECT_EXISTS",
+                Code::PermissionDenied | Code::Unauthenticated => "BUCKET_CREDENTIALS_REFUSED",
+                Code::FailedPrecondition => "PRECONDITION_FAILED",
+                Code::InvalidArgument => "INVALID_KEY",
+                Code::Unimplemented => "NOT_SUPPORTED",
+                _ => "BUCKET_UNAVAILABLE",
+            },
+            vec![("bucket", bucket.clone()), ("key", key.clone())],
+        ),
+        Error::Journal(_) => ("JOURNAL_UNAVAILABLE", vec![]),
+        Error::ReadConfig { .. }
+        | Error::InvalidConfig { .. }
+        | Error::Secret { .. }
+        | Error::CreateFolder { .. }
+        | Error::BuildBackend { .. } => ("INTERNAL", vec![]),
     }
 }
 

@@ -254,6 +254,10 @@ async fn miss_on_a_healthy_primary_does_not_fall_back() {
         .await
         .expect_err("a miss is a miss");
     assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(
+        lakehouse_shared::status::error_reason(&status).as_deref(),
+        Some("OBJECT_NOT_FOUND")
+    );
     assert!(
         status.message().contains("only-in-rescue.txt"),
         "{}",
@@ -309,6 +313,15 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         .await
         .expect_err("unknown bucket");
     assert_eq!(status.code(), tonic::Code::NotFound);
+    // Told apart from a missing object by ErrorInfo.
+    assert_eq!(
+        lakehouse_shared::status::error_reason(&status).as_deref(),
+        Some("BUCKET_NOT_FOUND")
+    );
+    assert_eq!(
+        lakehouse_shared::status::error_metadata(&status, "bucket").as_deref(),
+        Some("nope")
+    );
     assert!(
         status.message().contains("main"),
         "names the known buckets: {}",
