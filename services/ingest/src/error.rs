@@ -176,7 +176,9 @@ impl Error {
             | Error::UnsupportedType { .. }
             | Error::File { .. } => Code::InvalidArgument,
             Error::Secret { .. } => Code::FailedPrecondition,
-            Error::SourceAuth { .. } => Code::Unauthenticated,
+            // The *source's* credentials: UNAUTHENTICATED would read, to a
+            // gRPC client, as its own credentials failing.
+            Error::SourceAuth { .. } => Code::FailedPrecondition,
             Error::SourceUnreachable { .. } => Code::Unavailable,
             Error::SourceSql { code, .. } => sqlstate_code(code),
             Error::SourceProtocol { .. } => Code::Unavailable,
@@ -218,7 +220,7 @@ fn sqlstate_code(code: &str) -> Code {
     match code {
         "42P01" | "3F000" | "3D000" | "42883" => Code::NotFound,
         "42501" => Code::PermissionDenied,
-        "28P01" | "28000" => Code::Unauthenticated,
+        "28P01" | "28000" => Code::FailedPrecondition,
         "25006" => Code::InvalidArgument,
         "57014" => Code::DeadlineExceeded,
         _ => match code.get(..2) {
@@ -239,7 +241,47 @@ impl From<Error> for Status {
         } else {
             tracing::warn!(%error, ?code, "ingest request failed");
         }
-        Status::new(code, error.client_message())
+        let (reason, metadata) = error.error_info();
+        lakehouse_shared::status::with_error_info(code, error.client_message(), reason, metadata)
+    }
+}
+
+impl Error {
+    /// The stable `google.rpc.ErrorInfo` reason and the values a client
+    /// needs to act on it.
+    fn error_info(&self) -> (&'static str, Vec<(&'static str, String)>) {
+        match self {
+            Error::InvalidRequest(_) => ("INVALID_ARGUMENT", vec![]),
+            Error::InvalidDsn(_) => ("INVALID_DSN", vec![]),
+            Error::Secret { name, .. } => ("SECRET_UNAVAILABLE", vec![("secret", name.clone())]),
+            Error::SourceAuth { user, .. } => ("SOURCE_AUTH_FAILED", vec![("user", user.clone())]),
+            Error::SourceUnreachable { .. } => ("SOURCE_UNREACHABLE", vec![]),
+            Error::SourceSql { code, .. } => ("SOURCE_SQL_ERROR", vec![("sqlstate", code.clone())]),
+            Error::SourceProtocol { .. } => ("SOURCE_PROTOCOL", vec![]),
+            Error::UnsupportedType {
+                column, type_name, ..
+            } => (
+                "UNSUPPORTED_TYPE",
+                vec![("column", column.clone()), ("type", type_name.clone())],
+            ),
+            Error::Value { .. } | Error::UnexpectedNull { .. } => ("BAD_VALUE", vec![]),
+            Error::File { .. } => ("BAD_FILE", vec![]),
+            Error::Storage { key, .. } => ("STORAGE_FAILED", vec![("key", key.clone())]),
+            Error::Catalog { status } => (
+                "CATALOG_FAILED",
+                lakehouse_shared::status::error_reason(status)
+                    .map(|r| ("catalog_reason", r))
+                    .into_iter()
+                    .collect(),
+            ),
+            Error::UploadTooLarge { .. } => ("UPLOAD_TOO_LARGE", vec![]),
+            Error::Cancelled => ("CANCELLED", vec![]),
+            Error::NotFound(_) => ("NOT_FOUND", vec![]),
+            Error::ShuttingDown => ("SHUTTING_DOWN", vec![]),
+            Error::Framing(_) | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
+                ("INTERNAL", vec![])
+            }
+        }
     }
 }
 

@@ -82,7 +82,12 @@ async fn passwords_never_appear_in_logs_errors_lineage_or_progress() {
         run_ingest(&mut client, table_request(&unique("wrong"), &dsn, &table)).await;
     seen.extend(progress.iter().map(|p| format!("{p:?}")));
     let status = result.expect_err("wrong password");
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // The source's credentials, not the caller's: FAILED_PRECONDITION.
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        lakehouse_shared::status::error_reason(&status).as_deref(),
+        Some("SOURCE_AUTH_FAILED")
+    );
     assert!(
         status.message().contains(&role),
         "names the user: {}",
