@@ -69,20 +69,21 @@ fn serve_all_is_healthy_and_lists_every_service_through_grpcurl() {
     assert!(ok, "describe failed: {stderr}");
     assert!(described.contains("rpc GetObject"), "{described}");
 
-    // A not-yet-built RPC says what it is, rather than failing obscurely.
+    // A trial RPC through grpcurl: an unknown index is NOT_FOUND with a
+    // message that says where to look.
     let (ok, _, stderr) = grpcurl(
         &grpcurl_path,
         &[
             "-plaintext",
             "-d",
-            "{}",
+            r#"{"index":"nope","trial_id":"t"}"#,
             &server.addr,
             "lakehouse.vector.v1.VectorService/GetTrial",
         ],
     );
     assert!(!ok);
     assert!(
-        stderr.contains("Unimplemented") && stderr.contains("GetTrial"),
+        stderr.contains("NotFound") && stderr.contains("ListTrials"),
         "{stderr}"
     );
 }

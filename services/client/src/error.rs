@@ -18,6 +18,15 @@ pub enum Error {
         /// Why it failed.
         source: tonic::transport::Error,
     },
+
+    /// A bearer token holds characters an HTTP header cannot carry. The
+    /// token itself is not echoed.
+    #[error("the token holds characters a gRPC header cannot carry (use visible ASCII only)")]
+    InvalidToken,
+
+    /// The process's service token was set twice with different values.
+    #[error("the service token is already set to another value in this process")]
+    ServiceTokenAlreadySet,
 }
 
 /// Result with the client [`Error`].

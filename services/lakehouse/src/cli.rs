@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use lakehouse_shared::config::{
-    DataDirConfig, PeersConfig, SecretsConfig, ServerConfig, TelemetryConfig,
+    AuthConfig, DataDirConfig, PeersConfig, SecretsConfig, ServerConfig, TelemetryConfig,
 };
+use lakehouse_shared::secrets::SecretString;
 
 /// Lakehouse: a self-hosted lakehouse for one owner and their LLM agents.
 #[derive(Debug, clap::Parser)]
@@ -23,6 +24,8 @@ pub enum Command {
     Health(HealthArgs),
     /// Use the storage service: buckets, health, ls, put, get, rm, errors.
     Storage(crate::storage_cmd::StorageArgs),
+    /// Show the audit journal: write, trials and admin calls by token name.
+    Audit(crate::audit_cmd::AuditArgs),
 }
 
 /// Which service(s) a process runs.
@@ -83,6 +86,9 @@ pub struct ServeArgs {
     #[command(flatten, next_help_heading = "Secrets")]
     pub secrets: SecretsConfig,
 
+    #[command(flatten, next_help_heading = "Authentication")]
+    pub auth: AuthConfig,
+
     #[command(flatten, next_help_heading = "Storage")]
     pub storage: lakehouse_storage::StorageConfig,
 
@@ -110,4 +116,26 @@ pub struct HealthArgs {
     /// How long to wait for an answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+}
+
+/// The bearer token client commands send. `hide_env_values` keeps
+/// `LAKEHOUSE_TOKEN`'s value out of `--help`, and [`SecretString`] keeps it
+/// out of any `{:?}` of the parsed arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// Bearer token for servers with authentication on (a token's value,
+    /// not its name). Prefer the environment variable: a flag is visible in
+    /// process listings and shell history.
+    #[arg(
+        long,
+        env = "LAKEHOUSE_TOKEN",
+        hide_env_values = true,
+        global = true,
+        value_parser = parse_token
+    )]
+    pub token: Option<SecretString>,
+}
+
+fn parse_token(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::new(value.trim()))
 }

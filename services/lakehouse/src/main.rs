@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod audit_cmd;
 mod cli;
 mod health;
 mod serve;
@@ -24,6 +25,7 @@ async fn main() -> ExitCode {
         cli::Command::Serve(args) => serve::run(*args).await,
         cli::Command::Health(args) => health::run(args).await,
         cli::Command::Storage(args) => storage_cmd::run(args).await,
+        cli::Command::Audit(args) => audit_cmd::run(args).await,
     };
     match result {
         Ok(code) => code,

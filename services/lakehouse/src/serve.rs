@@ -6,7 +6,10 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use lakehouse_shared::auth::audit::{self, AuditJournal};
+use lakehouse_shared::auth::{self, AuthPolicy, Tokens};
 use lakehouse_shared::server::{GrpcServer, bind};
 use lakehouse_shared::{shutdown, telemetry};
 
@@ -17,7 +20,27 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     let _telemetry = telemetry::init(&args.telemetry, &format!("lakehouse-{}", role.name()))?;
     let shutdown = shutdown::on_signal();
 
-    let listener = bind(args.server.listen_or(role.default_port())).await?;
+    let secrets = lakehouse_shared::secrets::from_config(&args.secrets)?;
+    let listen = args.server.listen_or(role.default_port());
+    let mut policy = AuthPolicy {
+        tokens: Arc::new(Tokens::from_secrets(&*secrets)?),
+        reflection_requires_token: args.auth.reflection_requires_token,
+        audit: None,
+    };
+    auth::check_exposure(listen, &policy, args.auth.insecure)?;
+    // Every peer client this process makes carries the service token (set
+    // before any service starts, so none is made without it). Storage calls
+    // no peer; every other role does, and with authentication on it would
+    // be refused without one.
+    match auth::service_token(&*secrets)? {
+        Some(token) => lakehouse_client::set_service_token(token)?,
+        None if policy.is_on() && role != Role::Storage => {
+            return Err(lakehouse_shared::Error::ServiceTokenMissing.into());
+        }
+        None => {}
+    }
+
+    let listener = bind(listen).await?;
     let local = listener.local_addr()?;
     let self_addr = loopback_uri(local);
     tracing::info!(role = role.name(), %local, "starting");
@@ -33,7 +56,6 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     };
     let storage_addr = peer(&args.peers.storage_addr, Role::Storage.default_port());
     let catalog_addr = peer(&args.peers.catalog_addr, Role::Catalog.default_port());
-    let secrets = lakehouse_shared::secrets::from_config(&args.secrets)?;
 
     let mut server = GrpcServer::new(args.server.clone());
     let mut storage = None;
@@ -77,6 +99,30 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
         server = server.add_gated_service(runtime.grpc(max_message), runtime.ready());
         vector = Some(runtime);
     }
+    // The audit journal (with authentication on; without tokens there is
+    // no one to name) goes to storage's default bucket: directly when this
+    // process is the storage service, through storage otherwise. Its own
+    // stop token, so it flushes once more after the server has drained.
+    let audit_stop = tokio_util::sync::CancellationToken::new();
+    let mut audit_flusher = None;
+    if policy.is_on() {
+        let store: Arc<dyn object_store::ObjectStore> = match &storage {
+            Some(runtime) => runtime.storage().registry().default_bucket().store.clone(),
+            None => Arc::new(lakehouse_client::GrpcObjectStore::new(
+                lakehouse_client::storage(lakehouse_client::connect_lazy(&storage_addr)?),
+                String::new(),
+            )),
+        };
+        let journal = AuditJournal::new(store, role.name());
+        audit_flusher = Some(tokio::spawn(audit::flush_periodically(
+            journal.clone(),
+            args.auth.audit_flush_interval,
+            audit_stop.clone(),
+        )));
+        policy.audit = Some(journal);
+    }
+    server = server.with_auth(policy);
+
     // Persisted indexes load through storage, which in `serve all` is this
     // very server: load once it accepts calls; health says NOT_SERVING until
     // then.
@@ -85,6 +131,13 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     }
 
     server.serve(listener, shutdown).await?;
+
+    audit_stop.cancel();
+    if let Some(flusher) = audit_flusher
+        && let Err(error) = flusher.await
+    {
+        tracing::warn!(%error, "audit journal flusher failed");
+    }
 
     // Background work stops after the server has drained, producers first:
     // ingest (which writes to storage and commits to the catalog), then the

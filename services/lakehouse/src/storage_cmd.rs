@@ -30,6 +30,9 @@ pub struct StorageArgs {
     #[arg(long, default_value = "", global = true)]
     pub bucket: String,
 
+    #[command(flatten)]
+    pub auth: crate::cli::TokenArgs,
+
     #[command(subcommand)]
     pub command: StorageCommand,
 }
@@ -75,7 +78,7 @@ pub enum StorageCommand {
 }
 
 pub async fn run(args: StorageArgs) -> Result<ExitCode> {
-    let channel = lakehouse_client::connect(&args.addr).await?;
+    let channel = lakehouse_client::connect_with(&args.addr, args.auth.token.as_ref()).await?;
     let mut client = lakehouse_client::storage(channel);
     let store = GrpcObjectStore::new(client.clone(), args.bucket.clone());
     match args.command {

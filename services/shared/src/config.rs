@@ -106,6 +106,29 @@ pub struct SecretsConfig {
     pub secrets_file: PathBuf,
 }
 
+/// Authentication settings. The tokens themselves are secrets (`token.<name>`
+/// in the secrets provider, see `lakehouse_shared::auth`), never flags: flags
+/// show up in process listings and shell history.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthConfig {
+    /// Serve without authentication even on an address other hosts can
+    /// reach. Without it, a server with no `token.*` secret refuses to listen
+    /// anywhere but loopback.
+    #[arg(long, env = "LAKEHOUSE_INSECURE")]
+    pub insecure: bool,
+
+    /// Require a token (any with the `read` scope) for server reflection
+    /// too. Off by default: reflection describes the API, not the data, and
+    /// lets `grpcurl list` work without credentials. Health never needs one.
+    #[arg(long, env = "LAKEHOUSE_REFLECTION_REQUIRES_TOKEN")]
+    pub reflection_requires_token: bool,
+
+    /// How often the audit journal (write, trials and admin calls, with
+    /// authentication on) is written out to storage.
+    #[arg(long, env = "LAKEHOUSE_AUDIT_FLUSH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub audit_flush_interval: Duration,
+}
+
 /// The secrets providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SecretsProviderKind {

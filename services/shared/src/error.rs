@@ -43,6 +43,38 @@ pub enum Error {
         provider: String,
     },
 
+    /// A `token.<name>` secret is malformed. The message names the secret
+    /// and the problem, never the value.
+    #[error("secret {secret}: {problem}")]
+    InvalidTokenSecret {
+        /// The secret's name, such as `token.agent`.
+        secret: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// No token is configured, yet the server would listen where other
+    /// hosts can reach it.
+    #[error(
+        "refusing to serve on {listen} without authentication: anyone who reaches it could read, \
+         write and delete everything. Add tokens (secrets named token.<name>, value \
+         `<scopes>:<token>`), listen on 127.0.0.1, or pass --insecure (LAKEHOUSE_INSECURE=true) \
+         to serve unauthenticated anyway"
+    )]
+    UnauthenticatedExposure {
+        /// The listen address.
+        listen: std::net::SocketAddr,
+    },
+
+    /// Authentication is on but this process, which calls its peers, has no
+    /// token to present to them.
+    #[error(
+        "tokens are configured but there is no service token: add a secret named \
+         token.service (value `admin:<token>`, the same in every process of the deployment) \
+         so the services can call each other"
+    )]
+    ServiceTokenMissing,
+
     /// Setting up tracing or the OTLP exporter failed.
     #[error("telemetry setup failed: {0}")]
     Telemetry(String),

@@ -5,6 +5,7 @@
 //! `lakehouse-proto`, this crate and `lakehouse-client`.
 
 pub mod append_log;
+pub mod auth;
 pub mod config;
 mod error;
 pub mod names;

@@ -48,6 +48,12 @@ pub trait SecretsProvider: Send + Sync + fmt::Debug {
     /// Where secrets come from, for error messages (never a value).
     fn describe(&self) -> String;
 
+    /// Names of the secrets that start with `prefix` (such as `token.`), in
+    /// the form [`SecretsProvider::get`] takes. Required, not defaulted:
+    /// a provider that silently listed nothing would turn authentication
+    /// off.
+    fn names_with_prefix(&self, prefix: &str) -> Result<Vec<String>>;
+
     /// The secret's value, or an error that says where it was looked for.
     fn require(&self, name: &str) -> Result<SecretString> {
         self.get(name)?.ok_or_else(|| Error::SecretNotFound {
@@ -133,6 +139,14 @@ impl FileSecrets {
 impl SecretsProvider for FileSecrets {
     fn get(&self, name: &str) -> Result<Option<SecretString>> {
         Ok(self.values.get(name).cloned())
+    }
+
+    fn names_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .names()
+            .filter(|name| name.starts_with(prefix))
+            .map(str::to_owned)
+            .collect())
     }
 
     fn describe(&self) -> String {
@@ -226,6 +240,23 @@ impl SecretsProvider for EnvSecrets {
             .map(SecretString::new))
     }
 
+    /// Variable names are upper case with `_` for every other character, so
+    /// the names listed are lower case: `LAKEHOUSE_SECRET_TOKEN_AGENT` under
+    /// the prefix `token.` is `token.agent`, which [`EnvSecrets::get`] maps
+    /// back to the same variable.
+    fn names_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let var_prefix = Self::variable(prefix);
+        let mut names: Vec<String> = std::env::vars_os()
+            .filter_map(|(var, _)| {
+                let var = var.into_string().ok()?;
+                let rest = var.strip_prefix(&var_prefix)?;
+                (!rest.is_empty()).then(|| format!("{prefix}{}", rest.to_ascii_lowercase()))
+            })
+            .collect();
+        names.sort_unstable();
+        Ok(names)
+    }
+
     fn describe(&self) -> String {
         "environment (LAKEHOUSE_SECRET_*)".to_owned()
     }
@@ -246,6 +277,15 @@ impl StaticSecrets {
 impl SecretsProvider for StaticSecrets {
     fn get(&self, name: &str) -> Result<Option<SecretString>> {
         Ok(self.0.get(name).cloned())
+    }
+
+    fn names_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .0
+            .keys()
+            .filter(|name| name.starts_with(prefix))
+            .cloned()
+            .collect())
     }
 
     fn describe(&self) -> String {
@@ -327,6 +367,21 @@ mod tests {
         assert_eq!(format!("{secret}"), "***");
         assert_eq!(format!("{secret:?}"), "***");
         assert_eq!(format!("{:?}", Some(secret.clone())), "Some(***)");
+    }
+
+    #[test]
+    fn file_secrets_list_names_under_a_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(
+            dir.path(),
+            0o600,
+            "[token]\nowner = \"admin:x\"\nagent = \"read:y\"\n[minio]\nkey = \"z\"\n",
+        );
+        let secrets = FileSecrets::load(&path).expect("0600 accepted");
+        assert_eq!(
+            secrets.names_with_prefix("token.").expect("names"),
+            ["token.agent", "token.owner"]
+        );
     }
 
     #[test]

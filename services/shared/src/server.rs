@@ -1,8 +1,9 @@
 //! One server builder for every role. Adds gRPC health (truthful: SERVING
 //! only while the listener accepts, NOT_SERVING from the moment shutdown
 //! starts), server reflection v1 and v1alpha (grpcurl 1.8 speaks only
-//! v1alpha), request ids, a per-call span joined to the caller's trace, a
-//! timeout, a per-connection concurrency limit and graceful shutdown.
+//! v1alpha), request ids, a per-call span joined to the caller's trace,
+//! bearer-token authentication and scopes ([`crate::auth`]), a timeout, a
+//! per-connection concurrency limit and graceful shutdown.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tower_http::classify::GrpcFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{AuthLayer, AuthPolicy};
 use crate::config::ServerConfig;
 use crate::{Error, Result};
 
@@ -34,6 +36,7 @@ pub struct GrpcServer {
     names: Vec<&'static str>,
     gates: Vec<(&'static str, watch::Receiver<bool>)>,
     reporter: HealthReporter,
+    auth: AuthPolicy,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -41,6 +44,7 @@ impl std::fmt::Debug for GrpcServer {
         f.debug_struct("GrpcServer")
             .field("config", &self.config)
             .field("services", &self.names)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -57,7 +61,17 @@ impl GrpcServer {
             names: Vec::new(),
             gates: Vec::new(),
             reporter,
+            auth: AuthPolicy::off(),
         }
+    }
+
+    /// Checks every call against `policy` (tokens and scopes). Without it
+    /// (or with no tokens) every call passes, as before authentication
+    /// existed; `lakehouse serve` refuses that on a non-loopback address
+    /// unless told `--insecure`.
+    pub fn with_auth(mut self, policy: AuthPolicy) -> Self {
+        self.auth = policy;
+        self
     }
 
     /// Adds a service that reports NOT_SERVING (and keeps the whole server
@@ -113,6 +127,7 @@ impl GrpcServer {
             names,
             gates,
             reporter,
+            auth,
         } = self;
 
         routes.add_service(reflection(&names).build_v1()?);
@@ -128,6 +143,9 @@ impl GrpcServer {
                     .make_span_with(crate::telemetry::server_span)
                     .on_failure(log_failure),
             )
+            // Inside the trace layer, so a refused call is logged and
+            // traced like any other failure (by code, never the token).
+            .layer(AuthLayer::new(auth.clone()))
             .into_inner();
 
         for name in &names {
@@ -147,7 +165,11 @@ impl GrpcServer {
         if !gates.is_empty() {
             tokio::spawn(open_gates(gates, reporter.clone(), shutdown.clone()));
         }
-        tracing::info!(%addr, services = ?names, "serving");
+        if auth.is_on() {
+            tracing::info!(%addr, services = ?names, tokens = ?auth.tokens.names(), "serving with authentication");
+        } else {
+            tracing::info!(%addr, services = ?names, "serving without authentication (no token.* secrets)");
+        }
 
         let signal = {
             let reporter = reporter.clone();

@@ -1,0 +1,69 @@
+//! `lakehouse audit`: the audit journal of every role, read through the
+//! storage service (where each process writes its own under
+//! `_lakehouse/audit/<role>`), oldest first.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use lakehouse_client::GrpcObjectStore;
+use lakehouse_shared::auth::audit;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Roles whose journals are read when none is named.
+const ROLES: [&str; 5] = ["all", "storage", "catalog", "ingest", "vector"];
+
+/// Reads the audit journal.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Storage (or `serve all`) address.
+    #[arg(
+        long,
+        env = "LAKEHOUSE_STORAGE_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub addr: String,
+
+    /// Only the journal of this role (all, storage, catalog, ingest, vector).
+    #[arg(long)]
+    pub role: Option<String>,
+
+    /// Only calls made with this token name.
+    #[arg(long = "token-name")]
+    pub token_name: Option<String>,
+
+    #[command(flatten)]
+    pub auth: crate::cli::TokenArgs,
+}
+
+pub async fn run(args: AuditArgs) -> Result<ExitCode> {
+    let channel = lakehouse_client::connect_with(&args.addr, args.auth.token.as_ref()).await?;
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(GrpcObjectStore::new(
+        lakehouse_client::storage(channel),
+        String::new(),
+    ));
+    let roles: Vec<&str> = match &args.role {
+        Some(role) => vec![role.as_str()],
+        None => ROLES.to_vec(),
+    };
+    let mut records = Vec::new();
+    for role in roles {
+        records.extend(audit::read(store.clone(), role).await?);
+    }
+    records.retain(|r| args.token_name.as_ref().is_none_or(|name| *name == r.token));
+    records.sort_by_key(|r| r.time);
+    for r in records {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            r.time.to_rfc3339(),
+            r.role,
+            r.token,
+            r.decision,
+            r.scope,
+            r.method,
+            r.target,
+            r.request_id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
