@@ -69,23 +69,28 @@ struct Drained<F> {
     finished: F,
 }
 
-async fn drain_trial(
-    mut stream: tonic::Streaming<pb::RunTrialResponse>,
-) -> Drained<pb::RunTrialFinished> {
-    use pb::run_trial_response::Event;
+/// The parts of a run stream's message, whichever RPC it came from.
+enum Msg<F> {
+    Started(pb::TrialRunStarted),
+    Progress,
+    Trial(pb::Trial),
+    Finished(F),
+}
+
+async fn drain<T, F>(mut stream: tonic::Streaming<T>, split: impl Fn(T) -> Msg<F>) -> Drained<F> {
     let (mut started, mut trials, mut progress) = (None, Vec::new(), 0);
     while let Some(m) = stream.message().await.expect("stream") {
-        match m.event.expect("event") {
-            Event::Started(s) => {
+        match split(m) {
+            Msg::Started(s) => {
                 assert!(
                     started.is_none() && trials.is_empty() && progress == 0,
                     "started first"
                 );
                 started = Some(s);
             }
-            Event::Progress(_) => progress += 1,
-            Event::Trial(t) => trials.push(t),
-            Event::Finished(f) => {
+            Msg::Progress => progress += 1,
+            Msg::Trial(t) => trials.push(t),
+            Msg::Finished(f) => {
                 assert!(
                     stream.message().await.expect("end").is_none(),
                     "finished last"
@@ -102,34 +107,30 @@ async fn drain_trial(
     panic!("no finished message");
 }
 
+async fn drain_trial(
+    stream: tonic::Streaming<pb::RunTrialResponse>,
+) -> Drained<pb::RunTrialFinished> {
+    use pb::run_trial_response::Event;
+    drain(stream, |m| match m.event.expect("event") {
+        Event::Started(s) => Msg::Started(s),
+        Event::Progress(_) => Msg::Progress,
+        Event::Trial(t) => Msg::Trial(t),
+        Event::Finished(f) => Msg::Finished(f),
+    })
+    .await
+}
+
 async fn drain_tune(
-    mut stream: tonic::Streaming<pb::TuneIndexResponse>,
+    stream: tonic::Streaming<pb::TuneIndexResponse>,
 ) -> Drained<pb::TuneIndexFinished> {
     use pb::tune_index_response::Event;
-    let (mut started, mut trials, mut progress) = (None, Vec::new(), 0);
-    while let Some(m) = stream.message().await.expect("stream") {
-        match m.event.expect("event") {
-            Event::Started(s) => {
-                assert!(started.is_none() && trials.is_empty(), "started first");
-                started = Some(s);
-            }
-            Event::Progress(_) => progress += 1,
-            Event::Trial(t) => trials.push(t),
-            Event::Finished(f) => {
-                assert!(
-                    stream.message().await.expect("end").is_none(),
-                    "finished last"
-                );
-                return Drained {
-                    started: started.expect("started"),
-                    trials,
-                    progress,
-                    finished: f,
-                };
-            }
-        }
-    }
-    panic!("no finished message");
+    drain(stream, |m| match m.event.expect("event") {
+        Event::Started(s) => Msg::Started(s),
+        Event::Progress(_) => Msg::Progress,
+        Event::Trial(t) => Msg::Trial(t),
+        Event::Finished(f) => Msg::Finished(f),
+    })
+    .await
 }
 
 fn trial(eval_set: &str, m: u32, efc: u32, ef: &[u32]) -> pb::RunTrialRequest {

@@ -685,14 +685,30 @@ impl VectorService {
         Ok((graph, build_started.elapsed().as_millis() as u64))
     }
 
-    /// Measures `generation` at `ef` on the trial pool.
-    async fn trial_measure(
+    /// One point of a sweep: stops if the run was cancelled, reports
+    /// EVALUATING (`step` = point, points, run start), measures.
+    async fn measure_point(
         &self,
-        generation: Arc<LoadedGeneration>,
-        queries: Arc<Vec<EvalQuery>>,
+        run: &Run,
+        step: (usize, usize, Instant),
+        generation: &Arc<LoadedGeneration>,
+        queries: &Arc<Vec<EvalQuery>>,
         k: usize,
         ef: u32,
     ) -> Result<measure::Measured> {
+        if run.is_cancelled() {
+            return Err(Error::TrialRunCancelled {
+                run_id: run.id.clone(),
+            });
+        }
+        let (point, points, started) = step;
+        run.progress(progress(
+            Phase::Evaluating,
+            point as u64,
+            points as u64,
+            started,
+        ));
+        let (generation, queries) = (generation.clone(), queries.clone());
         let pool = self.trials.pool.clone();
         tokio::task::spawn_blocking(move || {
             pool.install(|| measure::measure(&generation.graph, &queries, k, ef as usize))
@@ -814,19 +830,9 @@ impl VectorService {
             Arc::new(candidate)
         };
         for (i, &ef) in sweep.iter().enumerate() {
-            if run.is_cancelled() {
-                return Err(Error::TrialRunCancelled {
-                    run_id: run.id.clone(),
-                });
-            }
-            run.progress(progress(
-                Phase::Evaluating,
-                i as u64,
-                sweep.len() as u64,
-                started,
-            ));
+            let step = (i, sweep.len(), started);
             let measured = self
-                .trial_measure(generation.clone(), setup.queries.clone(), setup.k, ef)
+                .measure_point(run, step, &generation, &setup.queries, setup.k, ef)
                 .await?;
             let trial = self.trial_record(
                 run,
@@ -966,19 +972,9 @@ impl VectorService {
                     .into_iter()
                     .collect();
                 for (i, &ef) in ladder.iter().enumerate() {
-                    if run.is_cancelled() {
-                        return Err(Error::TrialRunCancelled {
-                            run_id: run.id.clone(),
-                        });
-                    }
-                    run.progress(progress(
-                        Phase::Evaluating,
-                        i as u64,
-                        ladder.len() as u64,
-                        started,
-                    ));
+                    let step = (i, ladder.len(), started);
                     let measured = self
-                        .trial_measure(generation.clone(), queries.clone(), setup.k, ef)
+                        .measure_point(run, step, &generation, &queries, setup.k, ef)
                         .await?;
                     let trial = self.trial_record(
                         run,
