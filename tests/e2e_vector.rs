@@ -204,4 +204,59 @@ async fn serve_all_ingests_indexes_searches_and_reloads_after_restart() {
         "a restart must not rebuild:\n{}",
         server.log_text()
     );
+
+    // Trials on the restarted server: an eval set sampled from the index,
+    // a trial with an ef sweep, the journal listing it, BestTrial.
+    let eval = client
+        .create_eval_set(pb::CreateEvalSetRequest {
+            name: "emb-eval".into(),
+            index: "emb-idx".into(),
+            query_count: 20,
+            k: 5,
+            seed: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("create eval set")
+        .into_inner()
+        .eval_set
+        .expect("eval set");
+    assert_eq!((eval.query_count, eval.k), (20, 5));
+    let mut stream = client
+        .run_trial(pb::RunTrialRequest {
+            index: "emb-idx".into(),
+            eval_set: "emb-eval".into(),
+            config: Some(pb::HnswConfig {
+                m: 8,
+                ef_construction: 40,
+            }),
+            ef_search: vec![10, 50],
+            ..Default::default()
+        })
+        .await
+        .expect("run trial")
+        .into_inner();
+    let mut finished = None;
+    while let Some(message) = stream.message().await.expect("trial stream") {
+        if let Some(pb::run_trial_response::Event::Finished(f)) = message.event {
+            finished = Some(f);
+        }
+    }
+    let finished = finished.expect("finished");
+    let status = finished.status.expect("status");
+    assert_eq!(status.code, 0, "trial failed: {}", status.message);
+    assert_eq!(finished.trials.len(), 2);
+    assert!(finished.trials[1].recall > 0.8, "{:?}", finished.trials[1]);
+    let best = client
+        .best_trial(pb::BestTrialRequest {
+            index: "emb-idx".into(),
+            min_recall: 0.5,
+            ..Default::default()
+        })
+        .await
+        .expect("best trial")
+        .into_inner()
+        .trial
+        .expect("trial");
+    assert!(best.recall >= 0.5);
 }
