@@ -259,4 +259,85 @@ async fn serve_all_ingests_indexes_searches_and_reloads_after_restart() {
         .trial
         .expect("trial");
     assert!(best.recall >= 0.5);
+
+    // The same through the CLI, as a person or an agent would drive it.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(support::BINARY)
+            .args(args)
+            .args(["--addr", &server.uri()])
+            .output()
+            .expect("run the CLI");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = cli(&["index", "ls"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("emb-idx\t"), "{stdout}");
+    let (code, stdout, stderr) = cli(&[
+        "trial",
+        "run",
+        "--index",
+        "emb-idx",
+        "--eval-set",
+        "emb-eval",
+        "--m",
+        "12",
+        "--ef-search",
+        "20,40",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let trials: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON trial a line"))
+        .collect();
+    assert_eq!(trials.len(), 2);
+    assert!(
+        trials
+            .iter()
+            .all(|t| t["m"] == 12 && t["recall"].as_f64().is_some())
+    );
+    assert!(
+        stderr.contains("EVALUATING"),
+        "progress on stderr: {stderr}"
+    );
+    let (code, stdout, _) = cli(&[
+        "trial",
+        "best",
+        "--index",
+        "emb-idx",
+        "--min-recall",
+        "0.5",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, Some(0));
+    let best: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert!(best["recall"].as_f64().expect("recall") >= 0.5);
+    let query_json = serde_json::to_string(&query).expect("json");
+    let (code, stdout, stderr) = cli(&[
+        "search",
+        "--index",
+        "emb-idx",
+        "--k",
+        "3",
+        "--vector",
+        &query_json,
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.lines().count(), 3);
+    assert_eq!(
+        stdout.split('\t').next(),
+        before.first().map(String::as_str)
+    );
+    // Exit codes mean something: 3 = not found, 4 = conflict.
+    let (code, _, stderr) = cli(&["index", "show", "nope"]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("INDEX_NOT_FOUND"), "{stderr}");
+    let (code, _, stderr) = cli(&["eval", "create", "emb-eval", "--index", "emb-idx"]);
+    assert_eq!(code, Some(4), "{stderr}");
 }

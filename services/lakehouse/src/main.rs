@@ -10,12 +10,13 @@ mod cli;
 mod health;
 mod serve;
 mod storage_cmd;
+mod vector_cmd;
 
 // Used by the end-to-end tests in ../../tests.
 #[cfg(test)]
 use {
     arrow as _, bytes as _, opentelemetry_proto as _, parquet as _, tempfile as _,
-    tokio_stream as _, tonic as _,
+    tokio_stream as _,
 };
 
 #[tokio::main]
@@ -26,12 +27,14 @@ async fn main() -> ExitCode {
         cli::Command::Health(args) => health::run(args).await,
         cli::Command::Storage(args) => storage_cmd::run(args).await,
         cli::Command::Audit(args) => audit_cmd::run(args).await,
+        cli::Command::Index(args) => vector_cmd::index(args).await,
+        cli::Command::Search(args) => vector_cmd::search(args).await,
+        cli::Command::Eval(args) => vector_cmd::eval(args).await,
+        cli::Command::Trial(args) => vector_cmd::trial(args).await,
+        cli::Command::Tune(args) => vector_cmd::tune(args).await,
     };
     match result {
         Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
+        Err(error) => vector_cmd::exit_for(error.as_ref()),
     }
 }

@@ -1,0 +1,630 @@
+//! `lakehouse index | search | eval | trial | tune`: the vector service from
+//! the shell, for people (tab-separated lines) and agents (`--output json`,
+//! one JSON document per result). Long operations print one line per
+//! progress step and per trial on stderr, so stdout stays the result.
+//!
+//! Exit codes (also for scripts): 0 done; 1 failed; 2 usage (clap);
+//! 3 not found; 4 conflict or precondition (exists, version or state);
+//! 5 unavailable (retry later); 6 refused (authentication or scope).
+
+use std::io::Read as _;
+use std::process::ExitCode;
+
+use lakehouse_client::VectorClient;
+use lakehouse_proto::vector::v1 as pb;
+use serde_json::{Value, json};
+use tonic::Code;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Where and how to talk to the vector service.
+#[derive(Debug, clap::Args)]
+pub struct VectorTarget {
+    /// Vector service (or `serve all`) address.
+    #[arg(
+        long,
+        env = "LAKEHOUSE_VECTOR_ADDR",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
+    pub addr: String,
+
+    /// `table` (tab-separated lines) or `json` (for scripts and agents).
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    pub output: Output,
+
+    #[command(flatten)]
+    pub auth: crate::cli::TokenArgs,
+}
+
+/// Result format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Tab-separated lines.
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// `lakehouse index …`.
+#[derive(Debug, clap::Args)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    pub target: VectorTarget,
+    #[command(subcommand)]
+    pub command: IndexCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum IndexCommand {
+    /// Build a new index over a dataset's vector column.
+    Create {
+        /// Index name.
+        name: String,
+        /// Catalog dataset.
+        #[arg(long)]
+        dataset: String,
+        /// Id column (integer or string).
+        #[arg(long, default_value = "id")]
+        id_column: String,
+        /// Vector column.
+        #[arg(long, default_value = "embedding")]
+        vector_column: String,
+        /// Text column returned with hits.
+        #[arg(long, default_value = "")]
+        text_column: String,
+        /// cosine, l2 or dot.
+        #[arg(long, default_value = "cosine")]
+        metric: String,
+        /// Links per node (0: default 16).
+        #[arg(long, default_value_t = 0)]
+        m: u32,
+        /// Build candidate list (0: default 80).
+        #[arg(long, default_value_t = 0)]
+        ef_construction: u32,
+    },
+    /// List indexes.
+    Ls,
+    /// Show one index.
+    Show {
+        /// Index name.
+        name: String,
+    },
+    /// Delete an index and its generations.
+    Rm {
+        /// Index name.
+        name: String,
+    },
+}
+
+/// `lakehouse search`.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub target: VectorTarget,
+    /// Index name.
+    #[arg(long)]
+    pub index: String,
+    /// The query vector as a JSON array; `-` (default) reads it from stdin.
+    #[arg(long, default_value = "-")]
+    pub vector: String,
+    /// Neighbours.
+    #[arg(long, default_value_t = 10)]
+    pub k: u32,
+    /// Candidate list override.
+    #[arg(long)]
+    pub ef_search: Option<u32>,
+    /// Brute force instead of HNSW.
+    #[arg(long)]
+    pub exact: bool,
+}
+
+/// `lakehouse eval …`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub target: VectorTarget,
+    #[command(subcommand)]
+    pub command: EvalCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EvalCommand {
+    /// Sample queries from an index and compute their exact top-k.
+    Create {
+        /// Eval set name.
+        name: String,
+        /// Index name.
+        #[arg(long)]
+        index: String,
+        /// Queries to sample.
+        #[arg(long, default_value_t = 100)]
+        queries: u32,
+        /// Exact neighbours per query.
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+        /// Sampler seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// List eval sets.
+    Ls {
+        /// Only this index's.
+        #[arg(long, default_value = "")]
+        index: String,
+    },
+}
+
+/// `lakehouse trial …`.
+#[derive(Debug, clap::Args)]
+pub struct TrialArgs {
+    #[command(flatten)]
+    pub target: VectorTarget,
+    #[command(subcommand)]
+    pub command: TrialCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TrialCommand {
+    /// Build with given parameters and measure against an eval set.
+    Run {
+        /// Index name.
+        #[arg(long)]
+        index: String,
+        /// Eval set name.
+        #[arg(long)]
+        eval_set: String,
+        /// Links per node (0: default).
+        #[arg(long, default_value_t = 0)]
+        m: u32,
+        /// Build candidate list (0: default).
+        #[arg(long, default_value_t = 0)]
+        ef_construction: u32,
+        /// ef_search values to measure, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ef_search: Vec<u32>,
+        /// Keep the build as an inactive generation.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// List journaled trials, best recall first.
+    Ls {
+        /// Index name.
+        #[arg(long)]
+        index: String,
+    },
+    /// The best trial meeting a recall floor (lowest p50).
+    Best {
+        /// Index name.
+        #[arg(long)]
+        index: String,
+        /// Recall floor, 0 to 1.
+        #[arg(long, default_value_t = 0.95)]
+        min_recall: f64,
+    },
+}
+
+/// `lakehouse tune`.
+#[derive(Debug, clap::Args)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    pub target: VectorTarget,
+    /// Index name.
+    #[arg(long)]
+    pub index: String,
+    /// Eval set name.
+    #[arg(long)]
+    pub eval_set: String,
+    /// Recall target, 0 to 1.
+    #[arg(long, default_value_t = 0.95)]
+    pub min_recall: f64,
+    /// Full-size builds (0: default 4).
+    #[arg(long, default_value_t = 0)]
+    pub max_builds: u32,
+    /// Promote the winner's build.
+    #[arg(long)]
+    pub promote: bool,
+}
+
+/// Maps a failed call to the documented exit codes, printing why.
+pub fn exit_for(error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    let status = error.downcast_ref::<tonic::Status>();
+    if let Some(status) = status {
+        let reason = lakehouse_shared::status::error_reason(status)
+            .map(|r| format!(" [{r}]"))
+            .unwrap_or_default();
+        eprintln!("error: {:?}{reason}: {}", status.code(), status.message());
+    } else {
+        eprintln!("error: {error}");
+    }
+    ExitCode::from(match status.map(tonic::Status::code) {
+        Some(Code::NotFound) => 3,
+        Some(Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition) => 4,
+        Some(Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded) => 5,
+        Some(Code::Unauthenticated | Code::PermissionDenied) => 6,
+        _ => 1,
+    })
+}
+
+async fn client(target: &VectorTarget) -> Result<VectorClient> {
+    let channel = lakehouse_client::connect_with(&target.addr, target.auth.token.as_ref()).await?;
+    Ok(lakehouse_client::vector(channel))
+}
+
+fn index_json(i: &pb::Index) -> Value {
+    let config = i.config.unwrap_or_default();
+    json!({
+        "name": i.name, "dataset": i.dataset, "state": i.state().as_str_name(),
+        "vector_count": i.vector_count, "dimensions": i.dimensions,
+        "active_generation": i.active_generation, "m": config.m,
+        "ef_construction": config.ef_construction, "ef_search": i.ef_search,
+        "stale": i.stale, "memory_bytes": i.memory_bytes, "error": i.error,
+    })
+}
+
+fn trial_json(t: &pb::Trial) -> Value {
+    let config = t.config.unwrap_or_default();
+    let latency = t.latency.unwrap_or_default();
+    json!({
+        "trial_id": t.trial_id, "eval_set": t.eval_set, "m": config.m,
+        "ef_construction": config.ef_construction, "ef_search": t.ef_search,
+        "k": t.k, "recall": t.recall, "p50_us": latency.p50_us, "p95_us": latency.p95_us,
+        "p99_us": latency.p99_us, "queries_per_second": t.queries_per_second,
+        "build_duration_ms": t.build_duration_ms, "memory_bytes": t.memory_bytes,
+        "vector_count": t.vector_count, "generation": t.generation,
+    })
+}
+
+fn print(output: Output, value: &Value, line: impl FnOnce() -> String) {
+    match output {
+        Output::Json => println!("{value}"),
+        Output::Table => println!("{}", line()),
+    }
+}
+
+fn trial_line(t: &pb::Trial) -> String {
+    let c = t.config.unwrap_or_default();
+    let l = t.latency.unwrap_or_default();
+    format!(
+        "{}\tM={}\tefc={}\tef={}\trecall@{}={:.4}\tp50={}µs\tp99={}µs\tbuild={:.1}s\t{} vectors",
+        t.trial_id,
+        c.m,
+        c.ef_construction,
+        t.ef_search,
+        t.k,
+        t.recall,
+        l.p50_us,
+        l.p99_us,
+        t.build_duration_ms as f64 / 1e3,
+        t.vector_count
+    )
+}
+
+fn progress_line(p: &pb::BuildProgress) -> String {
+    format!(
+        "{} {}/{} ({:.0}%, {:.1} s)",
+        p.phase().as_str_name().trim_start_matches("BUILD_PHASE_"),
+        p.done,
+        p.total,
+        p.percent,
+        p.elapsed_ms as f64 / 1e3
+    )
+}
+
+/// A terminal `google.rpc.Status` that is not OK, as an error.
+fn check(status: Option<lakehouse_proto::google::rpc::Status>) -> Result<()> {
+    match status {
+        Some(s) if s.code != 0 => Err(Box::new(lakehouse_shared::status::from_rpc_status(&s))),
+        _ => Ok(()),
+    }
+}
+
+pub async fn index(args: IndexArgs) -> Result<ExitCode> {
+    let out = args.target.output;
+    let mut client = client(&args.target).await?;
+    match args.command {
+        IndexCommand::Create {
+            name,
+            dataset,
+            id_column,
+            vector_column,
+            text_column,
+            metric,
+            m,
+            ef_construction,
+        } => {
+            let metric = match metric.as_str() {
+                "cosine" => pb::Metric::Cosine,
+                "l2" => pb::Metric::L2,
+                "dot" => pb::Metric::Dot,
+                other => return Err(format!("unknown metric {other:?}: cosine, l2 or dot").into()),
+            };
+            let mut stream = client
+                .create_index(pb::CreateIndexRequest {
+                    name,
+                    dataset,
+                    id_column,
+                    text_column,
+                    vector_column,
+                    metric: metric as i32,
+                    config: Some(pb::HnswConfig { m, ef_construction }),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            while let Some(message) = stream.message().await? {
+                use pb::create_index_response::Event;
+                match message.event {
+                    Some(Event::Started(s)) => {
+                        eprintln!("building {} generation {}", s.index, s.generation)
+                    }
+                    Some(Event::Progress(p)) => eprintln!("{}", progress_line(&p)),
+                    Some(Event::Finished(f)) => {
+                        check(f.status)?;
+                        let index = f.index.unwrap_or_default();
+                        print(out, &index_json(&index), || {
+                            format!("{}\tREADY\t{} vectors", index.name, index.vector_count)
+                        });
+                    }
+                    None => {}
+                }
+            }
+        }
+        IndexCommand::Ls => {
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_indexes(pb::ListIndexesRequest {
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                for i in &page.indexes {
+                    print(out, &index_json(i), || {
+                        format!(
+                            "{}\t{}\t{}\t{} vectors\tgeneration {}",
+                            i.name,
+                            i.dataset,
+                            i.state().as_str_name(),
+                            i.vector_count,
+                            i.active_generation
+                        )
+                    });
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+        IndexCommand::Show { name } => {
+            let index = client
+                .get_index(pb::GetIndexRequest { name })
+                .await?
+                .into_inner()
+                .index
+                .unwrap_or_default();
+            let value = index_json(&index);
+            print(out, &value, || format!("{value:#}"));
+        }
+        IndexCommand::Rm { name } => {
+            client
+                .delete_index(pb::DeleteIndexRequest {
+                    name,
+                    ..Default::default()
+                })
+                .await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn search(args: SearchArgs) -> Result<ExitCode> {
+    let text = if args.vector == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text
+    } else {
+        args.vector.clone()
+    };
+    let vector: Vec<f32> = serde_json::from_str(text.trim())
+        .map_err(|e| format!("the vector must be a JSON array of numbers: {e}"))?;
+    let mut client = client(&args.target).await?;
+    let response = client
+        .search(pb::SearchRequest {
+            index: args.index,
+            vector,
+            k: args.k,
+            ef_search: args.ef_search,
+            exact: args.exact,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    for hit in &response.hits {
+        let value = json!({"id": hit.id, "distance": hit.distance, "text": hit.text});
+        print(args.target.output, &value, || {
+            format!("{}\t{:.6}\t{}", hit.id, hit.distance, hit.text)
+        });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn eval(args: EvalArgs) -> Result<ExitCode> {
+    let out = args.target.output;
+    let mut client = client(&args.target).await?;
+    let line = |e: &pb::EvalSet| {
+        format!(
+            "{}\t{}\t{} queries\tk={}\t{}",
+            e.name, e.index, e.query_count, e.k, e.object_key
+        )
+    };
+    let value = |e: &pb::EvalSet| {
+        json!({"name": e.name, "index": e.index, "query_count": e.query_count, "k": e.k,
+               "object_key": e.object_key, "dataset_version": e.dataset_version})
+    };
+    match args.command {
+        EvalCommand::Create {
+            name,
+            index,
+            queries,
+            k,
+            seed,
+        } => {
+            let set = client
+                .create_eval_set(pb::CreateEvalSetRequest {
+                    name,
+                    index,
+                    query_count: queries,
+                    k,
+                    seed,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .eval_set
+                .unwrap_or_default();
+            print(out, &value(&set), || line(&set));
+        }
+        EvalCommand::Ls { index } => {
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_eval_sets(pb::ListEvalSetsRequest {
+                        index: index.clone(),
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                for e in &page.eval_sets {
+                    print(out, &value(e), || line(e));
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn trial(args: TrialArgs) -> Result<ExitCode> {
+    let out = args.target.output;
+    let mut client = client(&args.target).await?;
+    match args.command {
+        TrialCommand::Run {
+            index,
+            eval_set,
+            m,
+            ef_construction,
+            ef_search,
+            keep,
+        } => {
+            let mut stream = client
+                .run_trial(pb::RunTrialRequest {
+                    index,
+                    eval_set,
+                    config: Some(pb::HnswConfig { m, ef_construction }),
+                    ef_search,
+                    keep_generation: keep,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            while let Some(message) = stream.message().await? {
+                use pb::run_trial_response::Event;
+                match message.event {
+                    Some(Event::Started(s)) => eprintln!("trial run {}", s.run_id),
+                    Some(Event::Progress(p)) => eprintln!("{}", progress_line(&p)),
+                    Some(Event::Trial(t)) => print(out, &trial_json(&t), || trial_line(&t)),
+                    Some(Event::Finished(f)) => check(f.status)?,
+                    None => {}
+                }
+            }
+        }
+        TrialCommand::Ls { index } => {
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_trials(pb::ListTrialsRequest {
+                        index: index.clone(),
+                        order_by: pb::TrialFigure::Recall as i32,
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                for t in &page.trials {
+                    print(out, &trial_json(t), || trial_line(t));
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+        TrialCommand::Best { index, min_recall } => {
+            let trial = client
+                .best_trial(pb::BestTrialRequest {
+                    index,
+                    min_recall,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .trial
+                .unwrap_or_default();
+            print(out, &trial_json(&trial), || trial_line(&trial));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn tune(args: TuneArgs) -> Result<ExitCode> {
+    let out = args.target.output;
+    let mut client = client(&args.target).await?;
+    let mut stream = client
+        .tune_index(pb::TuneIndexRequest {
+            index: args.index,
+            eval_set: args.eval_set,
+            min_recall: args.min_recall,
+            max_builds: args.max_builds,
+            promote: args.promote,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    while let Some(message) = stream.message().await? {
+        use pb::tune_index_response::Event;
+        match message.event {
+            Some(Event::Started(s)) => eprintln!("tune run {}", s.run_id),
+            Some(Event::Progress(p)) => eprintln!("{}", progress_line(&p)),
+            Some(Event::Trial(t)) => eprintln!("{}", trial_line(&t)),
+            Some(Event::Finished(f)) => {
+                check(f.status)?;
+                let best = f.best.unwrap_or_default();
+                let value = json!({
+                    "best": trial_json(&best),
+                    "pareto": f.pareto.iter().map(trial_json).collect::<Vec<_>>(),
+                    "promoted_generation": f.promoted_generation,
+                    "trial_count": f.trial_count,
+                });
+                print(out, &value, || {
+                    let mut text = format!("best\t{}", trial_line(&best));
+                    for t in &f.pareto {
+                        text.push_str(&format!("\npareto\t{}", trial_line(t)));
+                    }
+                    if f.promoted_generation > 0 {
+                        text.push_str(&format!("\npromoted generation {}", f.promoted_generation));
+                    }
+                    text
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
