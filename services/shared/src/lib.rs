@@ -23,4 +23,4 @@ pub mod time;
 pub use error::{Error, Result};
 
 #[cfg(test)]
-use {tempfile as _, tokio_stream as _};
+use {tempfile as _, tokio_stream as _, tonic_prost as _};

@@ -18,6 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::GrpcFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -146,6 +147,9 @@ impl GrpcServer {
             // Inside the trace layer, so a refused call is logged and
             // traced like any other failure (by code, never the token).
             .layer(AuthLayer::new(auth.clone()))
+            // Innermost: a handler that panics answers INTERNAL instead of
+            // dropping the caller's connection (and its other calls).
+            .layer(CatchPanicLayer::custom(panic_response))
             .into_inner();
 
         for name in &names {
@@ -263,6 +267,21 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })
+}
+
+/// The answer to a call whose handler panicked: INTERNAL with a fixed
+/// message (the panic text may hold anything, so it goes to the log only).
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> http::Response<Body> {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    tracing::error!(panic = %what, "a call handler panicked; answered INTERNAL");
+    tonic::Status::internal(
+        "the server hit a bug while handling this call (details are in its log); it is still serving",
+    )
+    .into_http()
 }
 
 /// Logs failed calls by class: the caller's mistakes at info, ours at warn.
