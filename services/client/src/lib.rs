@@ -23,12 +23,12 @@ use lakehouse_shared::secrets::SecretString;
 use lakehouse_shared::telemetry::TraceContextInterceptor;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 mod error;
 mod object_store_adapter;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, chain as error_chain};
 pub use object_store_adapter::{GrpcObjectStore, RescueUsed};
 
 /// A channel that injects trace context, and the channel's bearer token if
@@ -46,19 +46,58 @@ pub type VectorClient = VectorServiceClient<TracedChannel>;
 /// Largest message a client accepts or sends; matches the server default.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Accepts `host:port` as well as `http://host:port`.
+/// Accepts `host:port` as well as `http://host:port` and
+/// `https://host:port`. A bare `host:port` is `https://` once this process
+/// has client TLS settings ([`set_client_tls`]), `http://` otherwise.
+/// `https://` addresses use those settings, or the system's roots without
+/// them.
 pub fn endpoint(addr: &str) -> Result<Endpoint> {
+    let tls = CLIENT_TLS.get();
     let uri = if addr.contains("://") {
         addr.to_owned()
+    } else if tls.is_some() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     };
-    Endpoint::from_shared(uri.clone())
-        .map(|e| e.tcp_nodelay(true))
-        .map_err(|source| Error::InvalidAddress {
-            address: addr.to_owned(),
+    let invalid = |source| Error::InvalidAddress {
+        address: addr.to_owned(),
+        source,
+    };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(invalid)?
+        .tcp_nodelay(true);
+    if endpoint.uri().scheme() != Some(&http::uri::Scheme::HTTPS) {
+        return Ok(endpoint);
+    }
+    let tls = match tls {
+        Some(tls) => tls.clone(),
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    endpoint.tls_config(tls).map_err(|source| Error::Tls {
+        address: addr.to_owned(),
+        source,
+    })
+}
+
+/// What this process's clients trust and present over TLS (see
+/// [`set_client_tls`]).
+static CLIENT_TLS: OnceLock<ClientTlsConfig> = OnceLock::new();
+
+/// Sets the TLS settings (CA, client certificate for mutual TLS) of every
+/// channel this process makes from now on, peer clients and CLI alike;
+/// like the service token, one per process, set before any channel is made
+/// (`lakehouse serve` and the CLI do so at start). Checked here, so a bad
+/// CA or key fails at start rather than on the first call. A second call is
+/// refused: channels already made would keep the first settings.
+pub fn set_client_tls(tls: ClientTlsConfig) -> Result<()> {
+    Endpoint::from_static("https://localhost")
+        .tls_config(tls.clone())
+        .map_err(|source| Error::Tls {
+            address: "(client TLS settings)".to_owned(),
             source,
-        })
+        })?;
+    CLIENT_TLS.set(tls).map_err(|_| Error::ClientTlsAlreadySet)
 }
 
 /// The token this process presents to its peers (see the crate docs).

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use lakehouse_shared::config::{
-    AuthConfig, DataDirConfig, PeersConfig, SecretsConfig, ServerConfig, TelemetryConfig,
+    AuthConfig, ClientTlsFiles, DataDirConfig, PeersConfig, SecretsConfig, ServerConfig,
+    ServerTlsFiles, TelemetryConfig,
 };
 use lakehouse_shared::secrets::SecretString;
 
@@ -84,6 +85,9 @@ pub struct ServeArgs {
     #[command(flatten, next_help_heading = "Server")]
     pub server: ServerConfig,
 
+    #[command(flatten, next_help_heading = "TLS")]
+    pub tls: ServerTlsFiles,
+
     #[command(flatten, next_help_heading = "Telemetry")]
     pub telemetry: TelemetryConfig,
 
@@ -92,6 +96,10 @@ pub struct ServeArgs {
 
     #[command(flatten, next_help_heading = "Peers")]
     pub peers: PeersConfig,
+
+    /// What this process trusts and presents when it calls its peers.
+    #[command(flatten, next_help_heading = "Peers TLS")]
+    pub peer_tls: ClientTlsFiles,
 
     #[command(flatten, next_help_heading = "Secrets")]
     pub secrets: SecretsConfig,
@@ -126,6 +134,9 @@ pub struct HealthArgs {
     /// How long to wait for an answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: ClientTlsFiles,
 }
 
 /// The bearer token client commands send. `hide_env_values` keeps
@@ -144,6 +155,37 @@ pub struct TokenArgs {
         value_parser = parse_token
     )]
     pub token: Option<SecretString>,
+
+    #[command(flatten)]
+    pub tls: ClientTlsFiles,
+}
+
+impl Command {
+    /// The client TLS settings of a client command (`serve` has its own).
+    fn client_tls(&self) -> Option<&ClientTlsFiles> {
+        match self {
+            Command::Serve(_) => None,
+            Command::Health(args) => Some(&args.tls),
+            Command::Storage(args) => Some(&args.auth.tls),
+            Command::Audit(args) => Some(&args.auth.tls),
+            Command::Index(args) => Some(&args.target.auth.tls),
+            Command::Search(args) => Some(&args.target.auth.tls),
+            Command::Eval(args) => Some(&args.target.auth.tls),
+            Command::Trial(args) => Some(&args.target.auth.tls),
+            Command::Tune(args) => Some(&args.target.auth.tls),
+        }
+    }
+}
+
+/// Loads a client command's TLS files (CA, client certificate) and makes
+/// every channel of this process use them; once, before any is made.
+pub fn apply_client_tls(command: &Command) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(files) = command.client_tls()
+        && let Some(tls) = lakehouse_shared::tls::client_tls(files)?
+    {
+        lakehouse_client::set_client_tls(tls)?;
+    }
+    Ok(())
 }
 
 fn parse_token(value: &str) -> Result<SecretString, String> {

@@ -14,8 +14,9 @@ pub async fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error
         .timeout(args.timeout);
     let channel = endpoint.connect().await.map_err(|e| {
         format!(
-            "cannot connect to {}: {e}; is the server running?",
-            args.addr
+            "cannot connect to {}: {}; is the server running (and is its TLS what the flags say)?",
+            args.addr,
+            lakehouse_client::error_chain(&e)
         )
     })?;
     let response = HealthClient::new(channel)
@@ -23,7 +24,14 @@ pub async fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error
             service: args.service.clone(),
         })
         .await
-        .map_err(|status| format!("health check failed: {}", status.message()))?;
+        .map_err(|status| {
+            // The message, then the transport's causes (a TLS refusal
+            // is only in those).
+            let cause = std::error::Error::source(&status)
+                .map(|e| format!(": {}", lakehouse_client::error_chain(e)))
+                .unwrap_or_default();
+            format!("health check failed: {}{cause}", status.message())
+        })?;
     let status = response.into_inner().status();
     let what = if args.service.is_empty() {
         "server"

@@ -15,14 +15,25 @@ mod vector_cmd;
 // Used by the end-to-end tests in ../../tests.
 #[cfg(test)]
 use {
-    arrow as _, bytes as _, opentelemetry_proto as _, parquet as _, tempfile as _,
+    arrow as _, bytes as _, opentelemetry_proto as _, parquet as _, rcgen as _, tempfile as _,
     tokio_stream as _,
 };
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let result = match cli.command {
+    let result = match cli::apply_client_tls(&cli.command) {
+        Ok(()) => run(cli.command).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => vector_cmd::exit_for(error.as_ref()),
+    }
+}
+
+async fn run(command: cli::Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match command {
         cli::Command::Serve(args) => serve::run(*args).await,
         cli::Command::Health(args) => health::run(args).await,
         cli::Command::Storage(args) => storage_cmd::run(args).await,
@@ -32,9 +43,5 @@ async fn main() -> ExitCode {
         cli::Command::Eval(args) => vector_cmd::eval(args).await,
         cli::Command::Trial(args) => vector_cmd::trial(args).await,
         cli::Command::Tune(args) => vector_cmd::tune(args).await,
-    };
-    match result {
-        Ok(code) => code,
-        Err(error) => vector_cmd::exit_for(error.as_ref()),
     }
 }

@@ -40,9 +40,21 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
         None => {}
     }
 
+    // TLS files are read now, once: a renewed certificate takes a restart
+    // (ADR 0011). The peer settings apply to every peer client this
+    // process makes, like the service token.
+    let server_tls = lakehouse_shared::tls::server_tls(&args.tls)?;
+    if let Some(tls) = lakehouse_shared::tls::client_tls(&args.peer_tls)? {
+        lakehouse_client::set_client_tls(tls)?;
+    }
+
     let listener = bind(listen).await?;
     let local = listener.local_addr()?;
-    let self_addr = loopback_uri(local);
+    // In `serve all` the services call this very listener, so they speak
+    // its protocol: https when it serves TLS (its certificate must then
+    // name 127.0.0.1 and be trusted by --tls-ca, and with mutual TLS this
+    // process needs --tls-client-cert/--tls-client-key).
+    let self_addr = loopback_uri(local, server_tls.is_some());
     tracing::info!(role = role.name(), %local, "starting");
 
     let max_message = args.server.max_message_bytes;
@@ -52,12 +64,13 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     let peer = |configured: &Option<String>, port: u16| match (configured, role) {
         (Some(addr), _) => addr.clone(),
         (None, Role::All) => self_addr.clone(),
-        (None, _) => format!("http://127.0.0.1:{port}"),
+        // Bare: https once peer TLS is configured (`lakehouse_client::endpoint`).
+        (None, _) => format!("127.0.0.1:{port}"),
     };
     let storage_addr = peer(&args.peers.storage_addr, Role::Storage.default_port());
     let catalog_addr = peer(&args.peers.catalog_addr, Role::Catalog.default_port());
 
-    let mut server = GrpcServer::new(args.server.clone());
+    let mut server = GrpcServer::new(args.server.clone()).with_tls(server_tls);
     let mut storage = None;
     let mut catalog = None;
     let mut ingest = None;
@@ -156,11 +169,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
 
 /// How this process reaches itself: an unspecified listen address
 /// (0.0.0.0 or ::) is reached over loopback.
-fn loopback_uri(local: SocketAddr) -> String {
+fn loopback_uri(local: SocketAddr, tls: bool) -> String {
     let ip = match local.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
         ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, local.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, local.port()))
 }

@@ -42,6 +42,56 @@ impl ServerConfig {
     }
 }
 
+/// The server's TLS files (ADR 0011). None given: plaintext, as before.
+/// Read once at start; a renewed certificate takes a restart.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerTlsFiles {
+    /// Serve TLS with this certificate chain (PEM, leaf first). Needs
+    /// --tls-key.
+    #[arg(long, env = "LAKEHOUSE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1). Keep
+    /// it 0600; it is never logged.
+    #[arg(long, env = "LAKEHOUSE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: refuse clients that do not present a certificate signed
+    /// by this CA (PEM). Needs --tls-cert.
+    #[arg(long, env = "LAKEHOUSE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// What a client trusts and presents over TLS: the peer clients of
+/// `lakehouse serve` and the CLI's client commands alike (ADR 0011). With
+/// any of these set, a bare `host:port` address means `https://`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTlsFiles {
+    /// Trust only this CA (PEM) for `https://` servers. Without it, the
+    /// system's roots are used.
+    #[arg(long, env = "LAKEHOUSE_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for servers that require mutual TLS. Needs
+    /// --tls-client-key.
+    #[arg(
+        long,
+        env = "LAKEHOUSE_TLS_CLIENT_CERT",
+        global = true,
+        requires = "tls_client_key"
+    )]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM); never logged.
+    #[arg(
+        long,
+        env = "LAKEHOUSE_TLS_CLIENT_KEY",
+        global = true,
+        requires = "tls_client_cert"
+    )]
+    pub tls_client_key: Option<PathBuf>,
+}
+
 /// How logs are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -83,6 +83,39 @@ pub enum Error {
     #[error("server reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 
+    /// A TLS certificate, key or CA file could not be read. The message
+    /// names the file, never its contents (a key is a secret).
+    #[error("cannot read the TLS {what} file {path}: {source}", path = path.display())]
+    ReadTlsFile {
+        /// Which file: certificate, key, client CA, ….
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// A TLS file holds no PEM block.
+    #[error("the TLS {what} file {path} is not PEM (expected -----BEGIN …-----)", path = path.display())]
+    NotPem {
+        /// Which file.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// Only part of a TLS setting was given.
+    #[error("incomplete TLS settings: {problem}")]
+    TlsIncomplete {
+        /// Which flags go together.
+        problem: &'static str,
+    },
+
+    /// The certificate, key or CA could not be used (not matching, not a
+    /// supported key type, …).
+    #[error("invalid server TLS settings: {0}")]
+    ServerTls(tonic::transport::Error),
+
     /// The gRPC server failed while serving.
     #[error("grpc server failed: {0}")]
     Serve(#[from] tonic::transport::Error),

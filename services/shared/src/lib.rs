@@ -19,6 +19,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
+pub mod tls;
 
 pub use error::{Error, Result};
 

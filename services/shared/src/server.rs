@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
+use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -38,6 +39,7 @@ pub struct GrpcServer {
     gates: Vec<(&'static str, watch::Receiver<bool>)>,
     reporter: HealthReporter,
     auth: AuthPolicy,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -46,6 +48,7 @@ impl std::fmt::Debug for GrpcServer {
             .field("config", &self.config)
             .field("services", &self.names)
             .field("auth", &self.auth)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +66,16 @@ impl GrpcServer {
             gates: Vec::new(),
             reporter,
             auth: AuthPolicy::off(),
+            tls: None,
         }
+    }
+
+    /// Serves TLS (mutual TLS when `tls` names a client CA) instead of
+    /// plaintext; see [`crate::tls::server_tls`]. The files were read when
+    /// `tls` was made: a renewed certificate takes a restart.
+    pub fn with_tls(mut self, tls: Option<ServerTlsConfig>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Checks every call against `policy` (tokens and scopes). Without it
@@ -129,6 +141,7 @@ impl GrpcServer {
             gates,
             reporter,
             auth,
+            tls,
         } = self;
 
         routes.add_service(reflection(&names).build_v1()?);
@@ -169,6 +182,8 @@ impl GrpcServer {
         if !gates.is_empty() {
             tokio::spawn(open_gates(gates, reporter.clone(), shutdown.clone()));
         }
+        // Whether TLS is on, never what the files hold.
+        tracing::info!(%addr, tls = tls.is_some(), "transport");
         if auth.is_on() {
             tracing::info!(%addr, services = ?names, tokens = ?auth.tokens.names(), "serving with authentication");
         } else {
@@ -196,7 +211,11 @@ impl GrpcServer {
         // wait on a loopback call to a peer service in this same process, and
         // a global limit would let outside calls take every permit and
         // deadlock on the inner ones.
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(Error::ServerTls)?;
+        }
+        let server = builder
             .timeout(config.request_timeout)
             .concurrency_limit_per_connection(config.concurrency_limit)
             .layer(stack)
