@@ -15,14 +15,15 @@ use tonic::{Response, Status};
 use super::{EventStream, k, name, params, params_pb, progress_pb, request_id_of, status};
 use crate::error::Error;
 use crate::hnsw::HnswParams;
-use crate::service::{MAX_BATCH_QUERIES, VectorService};
+use crate::service::VectorService;
 use crate::trials::eval_set::{EvalSetRecord, Source};
-use crate::trials::ops_defaults::DEFAULT_QUERY_COUNT;
 use crate::trials::rank::{Figure, Objective};
 use crate::trials::record::TrialRecord;
 use crate::trials::run::{Run, RunEvent, RunOutcome};
 use crate::trials::tune::{DEFAULT_MAX_BUILDS, DEFAULT_MIN_RECALL};
-use crate::trials::{EvalQueries, NewEvalSet, NewTrial, TrialFilter, TrialTicket, TuneRequest};
+use crate::trials::{
+    DEFAULT_QUERY_COUNT, EvalQueries, NewEvalSet, NewTrial, TrialFilter, TrialTicket, TuneRequest,
+};
 
 fn eval_set_pb(r: &EvalSetRecord) -> pb::EvalSet {
     pb::EvalSet {
@@ -138,13 +139,6 @@ pub(super) async fn create_eval_set(
                 0 => DEFAULT_QUERY_COUNT,
                 n => n as usize,
             };
-            if count > MAX_BATCH_QUERIES {
-                return Err(Error::invalid(
-                    "query_count",
-                    format!("at most {MAX_BATCH_QUERIES}; got {count}"),
-                )
-                .into());
-            }
             EvalQueries::Sample { count }
         }
         Some(pb::create_eval_set_request::Queries::Given(pb::GivenQueries { queries })) => {

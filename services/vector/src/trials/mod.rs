@@ -19,12 +19,7 @@ pub mod record;
 pub mod run;
 pub mod tune;
 
-/// Defaults of the trial operations.
-pub mod ops_defaults {
-    pub use super::ops::{DEFAULT_QUERY_COUNT, MAX_QUERY_COUNT, MAX_SWEEP};
-}
-
 pub use ops::{
-    EvalQueries, NewEvalSet, NewTrial, TrialFilter, TrialState, TrialTicket, TuneRequest,
-    prepare_vector,
+    DEFAULT_QUERY_COUNT, EvalQueries, MAX_QUERY_COUNT, MAX_SWEEP, NewEvalSet, NewTrial,
+    TrialFilter, TrialState, TrialTicket, TuneRequest, prepare_vector,
 };

@@ -259,6 +259,12 @@ impl VectorService {
         let vectors = active.graph.vectors().clone();
         let (source, queries): (Source, Vec<Query>) = match new.queries {
             EvalQueries::Sample { count } => {
+                if count > MAX_QUERY_COUNT {
+                    return Err(Error::invalid(
+                        "query_count",
+                        format!("at most {MAX_QUERY_COUNT}; got {count}"),
+                    ));
+                }
                 let rows = eval_set::sample_rows(n, count, new.seed);
                 let queries = rows
                     .iter()

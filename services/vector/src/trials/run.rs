@@ -60,7 +60,6 @@ struct History {
     progress: Option<Progress>,
     /// Trials and the outcome, in order.
     events: Vec<RunEvent>,
-    finished: bool,
 }
 
 /// One run.
@@ -99,14 +98,16 @@ impl Run {
         {
             let mut history = self.history.lock();
             history.events.push(RunEvent::Finished(Box::new(outcome)));
-            history.finished = true;
         }
         self.changed.send_modify(|v| *v += 1);
     }
 
     /// Whether the run has ended.
     pub fn is_finished(&self) -> bool {
-        self.history.lock().finished
+        matches!(
+            self.history.lock().events.last(),
+            Some(RunEvent::Finished(_))
+        )
     }
 
     /// Whether the run was told to stop.
@@ -207,15 +208,5 @@ impl Runs {
     /// A run by id.
     pub fn get(&self, id: &str) -> Option<Arc<Run>> {
         self.runs.lock().get(id).cloned()
-    }
-
-    /// Runs not yet ended.
-    pub fn running(&self) -> Vec<Arc<Run>> {
-        self.runs
-            .lock()
-            .values()
-            .filter(|r| !r.is_finished())
-            .cloned()
-            .collect()
     }
 }
