@@ -32,10 +32,13 @@ pub struct Catalog {
 }
 
 /// What DeleteDataset did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Deleted {
     /// Files deleted from storage.
     pub files: u64,
+    /// Files not deleted, with why: a storage failure, a key outside the
+    /// dataset's prefix, or (keyed by the prefix) a failed listing.
+    pub left: Vec<FileProblem>,
 }
 
 /// What ResyncMissing did.
@@ -82,18 +85,114 @@ impl Catalog {
         self.store.list(query).await
     }
 
-    /// Applies a commit; a commit that creates the dataset gets its bucket
-    /// resolved first.
+    /// Applies a commit after checking that its files belong to the
+    /// dataset: in the dataset's bucket (a commit that creates the dataset
+    /// gets its bucket resolved first), under its prefix, and present in
+    /// storage with the stated sizes. A retried commit (a request id already
+    /// applied) is answered from the store before any check, so a retry
+    /// gets the first answer even if its files changed since.
     pub async fn commit(&self, mut commit: Commit) -> Result<Dataset> {
-        if commit.expected_version == Some(0) {
-            commit.bucket = self.storage.resolve_bucket(&commit.bucket).await?;
+        if let Some(id) = &commit.request_id
+            && let Some((used_for, dataset)) = self.store.find_commit(id).await?
+        {
+            if used_for == commit.name.as_str() {
+                return Ok(dataset);
+            }
+            return Err(Error::RequestIdReused {
+                request_id: id.clone(),
+                used_for,
+                name: commit.name.as_str().to_owned(),
+            });
         }
+        commit.bucket = match self.store.get(&commit.name, View::Basic).await {
+            Ok(current) => {
+                if !commit.bucket.is_empty() && commit.bucket != current.bucket {
+                    return Err(Error::BucketMismatch {
+                        name: commit.name.as_str().to_owned(),
+                        bucket: current.bucket,
+                        given: commit.bucket,
+                    });
+                }
+                current.bucket
+            }
+            Err(Error::NotFound { .. }) if commit.expected_version == Some(0) => {
+                self.storage.resolve_bucket(&commit.bucket).await?
+            }
+            Err(error) => return Err(error),
+        };
+        self.check_files(&commit).await?;
         self.store.commit(commit).await
     }
 
-    /// Deletes the manifest, then (optionally) the files: the manifest's
-    /// and everything else under the dataset's prefix. The manifest goes
-    /// first so no reader is ever pointed at deleted files.
+    /// Every added file lies under the dataset's prefix and exists in its
+    /// bucket with the stated size (HeadObject, a few at a time). The store
+    /// would accept any key; these rules need storage, so they live here.
+    async fn check_files(&self, commit: &Commit) -> Result<()> {
+        let name = commit.name.as_str();
+        let prefix = commit.name.prefix();
+        for file in &commit.add_files {
+            crate::model::validate_key(&file.key)?;
+            if !file.key.starts_with(&prefix) {
+                return Err(Error::KeyOutsideDataset {
+                    name: name.to_owned(),
+                    key: crate::model::shorten(&file.key),
+                    prefix,
+                });
+            }
+        }
+        let bucket = commit.bucket.as_str();
+        // Owned items: a closure over borrowed ones trips the compiler's
+        // higher-ranked lifetime check inside the async trait method.
+        let stated: Vec<(String, u64)> = commit
+            .add_files
+            .iter()
+            .map(|f| (f.key.clone(), f.size_bytes))
+            .collect();
+        let mut heads = futures::stream::iter(stated)
+            .map(|(key, size)| async move {
+                let found = self.storage.head(bucket, &key).await;
+                (key, size, found)
+            })
+            .buffer_unordered(self.read_concurrency);
+        while let Some((key, size, found)) = heads.next().await {
+            match found? {
+                None => {
+                    return Err(Error::FileNotFound {
+                        name: name.to_owned(),
+                        bucket: bucket.to_owned(),
+                        key: crate::model::shorten(&key),
+                    });
+                }
+                Some(found) if found.size != size => {
+                    return Err(Error::FileSizeMismatch {
+                        name: name.to_owned(),
+                        key: crate::model::shorten(&key),
+                        stated: size,
+                        actual: found.size,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One page of a dataset's files sorted by key, with its version.
+    pub async fn list_files(
+        &self,
+        name: &DatasetName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(u64, Vec<DataFile>)> {
+        self.store.list_files(name, after, limit).await
+    }
+
+    /// Deletes the manifest, then (optionally) the files under the
+    /// dataset's prefix: those the manifest names and everything else there.
+    /// Manifest files outside the prefix (older manifests could hold another
+    /// dataset's keys) are never deleted, only reported. The manifest goes
+    /// first so no reader is ever pointed at deleted files; whatever could
+    /// not be deleted is reported in [`Deleted::left`] and journaled.
     pub async fn delete(
         &self,
         name: &DatasetName,
@@ -102,28 +201,43 @@ impl Catalog {
     ) -> Result<Deleted> {
         let dataset = self.store.delete(name, expected_version).await?;
         if !delete_files {
-            return Ok(Deleted { files: 0 });
+            return Ok(Deleted::default());
         }
         let bucket = dataset.bucket.as_str();
-        let mut keys: Vec<String> = dataset
+        let prefix = name.prefix();
+        let mut left = Vec::new();
+        let (mut keys, outside): (Vec<String>, Vec<String>) = dataset
             .files
             .unwrap_or_default()
             .into_iter()
             .map(|f| f.key)
-            .collect();
-        let mut listing_failed = false;
-        match self.storage.list(bucket, &name.prefix()).await {
-            Ok(listed) => keys.extend(listed.into_iter().map(|l| l.key)),
+            .partition(|key| key.starts_with(&prefix));
+        for key in outside {
+            left.push(FileProblem {
+                key,
+                error: format!(
+                    "outside the dataset's prefix {prefix:?}; not deleted (it may belong to another dataset)"
+                ),
+            });
+        }
+        match self.storage.list(bucket, &prefix).await {
+            Ok(listed) => keys.extend(
+                listed
+                    .into_iter()
+                    .map(|l| l.key)
+                    .filter(|key| key.starts_with(&prefix)),
+            ),
             Err(error) => {
-                listing_failed = true;
+                let message = error.to_string();
                 self.storage
-                    .report_error(
-                        "delete dataset files",
-                        bucket,
-                        &name.prefix(),
-                        &error.to_string(),
-                    )
+                    .report_error("delete dataset files", bucket, &prefix, &message)
                     .await;
+                left.push(FileProblem {
+                    key: prefix.clone(),
+                    error: format!(
+                        "listing the prefix failed, so files the manifest did not name may remain: {message}"
+                    ),
+                });
             }
         }
         let keys: Vec<String> = {
@@ -141,28 +255,30 @@ impl Catalog {
             .collect()
             .await;
         let mut deleted = 0;
-        let mut left = 0;
         for (key, result) in results {
             match result {
                 Ok(true) => deleted += 1,
                 Ok(false) => {}
                 Err(error) => {
-                    left += 1;
+                    let message = error.to_string();
                     self.storage
-                        .report_error("delete dataset files", bucket, &key, &error.to_string())
+                        .report_error("delete dataset files", bucket, &key, &message)
                         .await;
+                    left.push(FileProblem {
+                        key,
+                        error: message,
+                    });
                 }
             }
         }
-        if left > 0 || listing_failed {
-            return Err(Error::FilesLeft {
-                name: name.as_str().to_owned(),
-                bucket: bucket.to_owned(),
-                deleted,
-                left,
-            });
+        left.sort_by(|a, b| a.key.cmp(&b.key));
+        if !left.is_empty() {
+            tracing::warn!(dataset = %name, bucket, left = left.len(), "dataset deleted, but some files were left");
         }
-        Ok(Deleted { files: deleted })
+        Ok(Deleted {
+            files: deleted,
+            left,
+        })
     }
 
     /// Restores one manifest from its files' footers (see [`Self::examine`]).
@@ -358,6 +474,7 @@ impl Catalog {
                         bytes,
                     }),
                     bucket: bucket.clone(),
+                    request_id: None,
                 })
                 .await?;
             report.applied = true;

@@ -41,8 +41,22 @@ impl CatalogConfig {
             max_connections: self.catalog_max_connections,
             acquire_timeout: self.catalog_acquire_timeout,
             pg_schema: None,
+            password: None,
         }
     }
+}
+
+/// Where the catalog's PostgreSQL password comes from. Its own block (not
+/// a field of [`CatalogConfig`]) because resolving it needs the process's
+/// secrets provider, which `lakehouse serve` owns.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CatalogPasswordConfig {
+    /// Name of the secret holding the PostgreSQL catalog's password (such
+    /// as `catalog.password`, looked up in the secrets provider), for a
+    /// --catalog-url without one: a password in an environment URL shows
+    /// in `docker inspect` and process listings.
+    #[arg(long, env = "LAKEHOUSE_CATALOG_PASSWORD_SECRET")]
+    pub catalog_password_secret: Option<String>,
 }
 
 /// Written by hand so the URL's password never reaches a log.

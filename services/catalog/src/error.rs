@@ -32,6 +32,81 @@ pub enum Error {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 
+    /// A commit's request_id is not acceptable.
+    #[error(transparent)]
+    InvalidRequestId(#[from] lakehouse_shared::request_id::InvalidRequestId),
+
+    /// A page token that this server did not issue, or issued for other filters.
+    #[error(transparent)]
+    InvalidPageToken(#[from] lakehouse_shared::paging::PageTokenError),
+
+    /// A request id already used for a commit of another dataset.
+    #[error(
+        "request_id {request_id:?} was already used for a commit of dataset {used_for:?}, not {name:?}; use a new id for every commit"
+    )]
+    RequestIdReused {
+        /// The id.
+        request_id: String,
+        /// The dataset it was first used for.
+        used_for: String,
+        /// The dataset of this request.
+        name: String,
+    },
+
+    /// A commit names another bucket than the dataset's.
+    #[error(
+        "dataset {name:?} lives in bucket {bucket:?}, not {given:?}; write its files to {bucket:?} (or leave bucket empty); nothing was changed"
+    )]
+    BucketMismatch {
+        /// The dataset.
+        name: String,
+        /// The dataset's bucket.
+        bucket: String,
+        /// The bucket the commit named.
+        given: String,
+    },
+
+    /// A commit adds a file outside the dataset's own prefix.
+    #[error(
+        "dataset {name:?}: file {key:?} is outside the dataset's prefix {prefix:?}; a dataset's files must lie under its prefix; nothing was changed"
+    )]
+    KeyOutsideDataset {
+        /// The dataset.
+        name: String,
+        /// The key, shortened if long.
+        key: String,
+        /// The dataset's prefix.
+        prefix: String,
+    },
+
+    /// A commit adds a file that does not exist in storage.
+    #[error(
+        "dataset {name:?}: file {key:?} does not exist in bucket {bucket:?}; upload it before committing; nothing was changed"
+    )]
+    FileNotFound {
+        /// The dataset.
+        name: String,
+        /// The bucket.
+        bucket: String,
+        /// The key, shortened if long.
+        key: String,
+    },
+
+    /// A commit states another size than the file has in storage.
+    #[error(
+        "dataset {name:?}: file {key:?} is {actual} bytes in storage, not the stated {stated}; nothing was changed"
+    )]
+    FileSizeMismatch {
+        /// The dataset.
+        name: String,
+        /// The key, shortened if long.
+        key: String,
+        /// The size the commit stated.
+        stated: u64,
+        /// The size storage reports.
+        actual: u64,
+    },
+
     /// The dataset does not exist.
     #[error("dataset {name:?} not found")]
     NotFound {
@@ -119,21 +194,6 @@ pub enum Error {
         status: Box<Status>,
     },
 
-    /// DeleteDataset removed the manifest but not every file.
-    #[error(
-        "dataset {name:?} was deleted, but some of its files in bucket {bucket} could not be ({deleted} deleted, {left} failed); they are listed in the storage error journal (ListErrors)"
-    )]
-    FilesLeft {
-        /// The dataset.
-        name: String,
-        /// Its bucket.
-        bucket: String,
-        /// Files deleted.
-        deleted: u64,
-        /// Files that could not be deleted (the listing may have failed too).
-        left: u64,
-    },
-
     /// The storage address is not valid.
     #[error(transparent)]
     Client(#[from] lakehouse_client::Error),
@@ -187,6 +247,62 @@ fn error_info(error: &Error, code: Code) -> (&'static str, Vec<(&'static str, St
         Error::InvalidKey { key, .. } => ("INVALID_KEY", vec![("key", key.clone())]),
         Error::InvalidSchema(_) => ("INVALID_SCHEMA", vec![]),
         Error::InvalidRequest(_) => ("INVALID_ARGUMENT", vec![]),
+        Error::InvalidRequestId(_) => ("INVALID_REQUEST_ID", vec![]),
+        Error::InvalidPageToken(_) => ("INVALID_PAGE_TOKEN", vec![]),
+        Error::RequestIdReused {
+            request_id,
+            used_for,
+            name,
+        } => (
+            "REQUEST_ID_REUSED",
+            vec![
+                ("request_id", request_id.clone()),
+                ("used_for", used_for.clone()),
+                ("dataset", name.clone()),
+            ],
+        ),
+        Error::BucketMismatch {
+            name,
+            bucket,
+            given,
+        } => (
+            "BUCKET_MISMATCH",
+            vec![
+                ("dataset", name.clone()),
+                ("bucket", bucket.clone()),
+                ("given_bucket", given.clone()),
+            ],
+        ),
+        Error::KeyOutsideDataset { name, key, prefix } => (
+            "KEY_OUTSIDE_DATASET",
+            vec![
+                ("dataset", name.clone()),
+                ("key", key.clone()),
+                ("prefix", prefix.clone()),
+            ],
+        ),
+        Error::FileNotFound { name, bucket, key } => (
+            "FILE_NOT_FOUND",
+            vec![
+                ("dataset", name.clone()),
+                ("bucket", bucket.clone()),
+                ("key", key.clone()),
+            ],
+        ),
+        Error::FileSizeMismatch {
+            name,
+            key,
+            stated,
+            actual,
+        } => (
+            "FILE_SIZE_MISMATCH",
+            vec![
+                ("dataset", name.clone()),
+                ("key", key.clone()),
+                ("stated_size", stated.to_string()),
+                ("actual_size", actual.to_string()),
+            ],
+        ),
         Error::NotFound { name } => ("DATASET_NOT_FOUND", vec![("dataset", name.clone())]),
         Error::AlreadyExists { name } => ("DATASET_EXISTS", vec![("dataset", name.clone())]),
         Error::VersionConflict {
@@ -207,7 +323,7 @@ fn error_info(error: &Error, code: Code) -> (&'static str, Vec<(&'static str, St
         Error::Storage { .. } if lakehouse_shared::status::is_caller_error(code) => {
             ("STORAGE_REFUSED", vec![])
         }
-        Error::Storage { .. } | Error::FilesLeft { .. } => ("STORAGE_UNAVAILABLE", vec![]),
+        Error::Storage { .. } => ("STORAGE_UNAVAILABLE", vec![]),
         Error::Database { .. } if code == Code::Unavailable => ("DATABASE_UNAVAILABLE", vec![]),
         Error::Database { .. }
         | Error::Corrupt { .. }
@@ -224,11 +340,18 @@ impl From<Error> for Status {
             Error::InvalidName { .. }
             | Error::InvalidKey { .. }
             | Error::InvalidSchema(_)
-            | Error::InvalidRequest(_) => Code::InvalidArgument,
+            | Error::InvalidRequest(_)
+            | Error::InvalidRequestId(_)
+            | Error::InvalidPageToken(_)
+            | Error::RequestIdReused { .. } => Code::InvalidArgument,
             Error::NotFound { .. } => Code::NotFound,
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::VersionConflict { .. } => Code::Aborted,
-            Error::Precondition { .. } => Code::FailedPrecondition,
+            Error::Precondition { .. }
+            | Error::BucketMismatch { .. }
+            | Error::KeyOutsideDataset { .. }
+            | Error::FileNotFound { .. }
+            | Error::FileSizeMismatch { .. } => Code::FailedPrecondition,
             Error::Database { source, .. } if is_transient(source) => Code::Unavailable,
             Error::Database { .. } | Error::Corrupt { .. } => Code::Internal,
             Error::Migrate(_) | Error::InvalidUrl { .. } | Error::CreateFolder { .. } => {
@@ -241,7 +364,6 @@ impl From<Error> for Status {
                 c if lakehouse_shared::status::is_caller_error(c) => c,
                 _ => Code::Unavailable,
             },
-            Error::FilesLeft { .. } => Code::Unavailable,
             Error::Client(_) => Code::Internal,
         };
         let message = match &error {

@@ -6,20 +6,17 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use lakehouse_proto::catalog::v1::{self as pb, catalog_service_server::CatalogService};
-use lakehouse_shared::paging::{decode_token as decode_page_token, encode_token};
+use lakehouse_shared::paging::PageToken;
 use lakehouse_shared::time::to_proto as timestamp;
 use tonic::{Request, Response, Status};
 
-use crate::Catalog;
 use crate::error::Error;
 use crate::model::{
     Column, Commit, CommitMode, DataFile, Dataset, DatasetName, Lineage, ListQuery, NewDataset,
     Schema, SourceKind, View, is_name_byte,
 };
-use crate::resync::{FileChangeKind, ResyncReport};
-
-/// Default and largest page of ListDatasets.
-const LIST_PAGE: (usize, usize) = (100, 1000);
+use crate::resync::{FileChangeKind, FileProblem, ResyncReport};
+use crate::{Catalog, Deleted};
 
 /// Implements `lakehouse.catalog.v1.CatalogService`.
 #[derive(Debug, Clone)]
@@ -278,31 +275,53 @@ fn report_to_pb(report: ResyncReport) -> pb::ResyncReport {
                 after: c.after.map(file_to_pb),
             })
             .collect(),
-        problems: problems
-            .into_iter()
-            .map(|p| pb::FileProblem {
-                key: p.key,
-                error: p.error,
-            })
-            .collect(),
+        problems: problems.into_iter().map(report_problem_to_pb).collect(),
         bytes_read,
         version,
     }
 }
 
+/// The shared page-size rule (0: 100, capped at 1000, negative refused).
 fn page_size(requested: i32) -> Result<usize, Error> {
-    let (default, max) = LIST_PAGE;
-    match usize::try_from(requested) {
-        Ok(0) => Ok(default),
-        Ok(n) => Ok(n.min(max)),
-        Err(_) => Err(Error::InvalidRequest(
-            "page_size must not be negative".to_owned(),
-        )),
+    lakehouse_shared::paging::page_size(requested).map_err(|e| Error::InvalidRequest(e.to_string()))
+}
+
+/// The position a page token continues after, checked against the
+/// request's filters (the shared v1 token).
+fn decode_token(token: &str, filters: &[&str]) -> Result<Option<String>, Error> {
+    Ok(PageToken::decode(token, filters)?.map(|t| t.after))
+}
+
+/// Splits `items` (fetched with one more than `limit`) into the page and
+/// the token for the next page, which exists only if more items follow:
+/// no empty last page.
+fn page<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> &str,
+    filters: &[&str],
+) -> (Vec<T>, String) {
+    if items.len() <= limit {
+        return (items, String::new());
+    }
+    items.truncate(limit);
+    let next = items
+        .last()
+        .map(|last| PageToken::encode(key(last), filters))
+        .unwrap_or_default();
+    (items, next)
+}
+
+fn view_filter(view: View) -> &'static str {
+    match view {
+        View::Basic => "basic",
+        View::Full => "full",
     }
 }
 
-fn decode_token(token: &str) -> Result<Option<String>, Error> {
-    decode_page_token(token).map_err(|e| Error::InvalidRequest(e.to_string()))
+fn report_problem_to_pb(problem: FileProblem) -> pb::FileProblem {
+    let FileProblem { key, error } = problem;
+    pb::FileProblem { key, error }
 }
 
 #[tonic::async_trait]
@@ -363,17 +382,18 @@ impl CatalogService for CatalogGrpc {
             .into());
         }
         let limit = page_size(given_page_size)?;
+        let view = view(given_view, View::Basic)?;
+        let filters = [name_prefix.as_str(), view_filter(view)];
+        let after = decode_token(&page_token, &filters)?;
         let query = ListQuery {
-            prefix: name_prefix,
-            after: decode_token(&page_token)?,
-            limit,
-            view: view(given_view, View::Basic)?,
+            prefix: name_prefix.clone(),
+            after,
+            // One more than the page, to know whether another page follows.
+            limit: limit + 1,
+            view,
         };
         let datasets = self.catalog.list(&query).await?;
-        let next_page_token = match datasets.last() {
-            Some(last) if datasets.len() == limit => encode_token(last.name.as_str()),
-            _ => String::new(),
-        };
+        let (datasets, next_page_token) = page(datasets, limit, |d| d.name.as_str(), &filters);
         Ok(Response::new(pb::ListDatasetsResponse {
             datasets: datasets.into_iter().map(dataset_to_pb).collect(),
             next_page_token,
@@ -393,8 +413,10 @@ impl CatalogService for CatalogGrpc {
             .catalog
             .delete(&name(&dataset_name)?, expected_version, delete_files)
             .await?;
+        let Deleted { files, left } = deleted;
         Ok(Response::new(pb::DeleteDatasetResponse {
-            deleted_files: deleted.files,
+            deleted_files: files,
+            files_left: left.into_iter().map(report_problem_to_pb).collect(),
         }))
     }
 
@@ -411,7 +433,9 @@ impl CatalogService for CatalogGrpc {
             schema: given_schema,
             lineage: given_lineage,
             bucket,
+            request_id,
         } = request.into_inner();
+        let request_id = lakehouse_shared::request_id::parse(&request_id).map_err(Error::from)?;
         let mode = match pb::CommitMode::try_from(mode) {
             Ok(pb::CommitMode::Append) => CommitMode::Append,
             Ok(pb::CommitMode::Replace) => CommitMode::Replace,
@@ -431,6 +455,7 @@ impl CatalogService for CatalogGrpc {
             schema: schema(given_schema)?,
             lineage: lineage(given_lineage)?,
             bucket,
+            request_id,
         };
         let dataset = self.catalog.commit(commit).await?;
         Ok(Response::new(pb::CommitFilesResponse {
@@ -452,6 +477,31 @@ impl CatalogService for CatalogGrpc {
         }))
     }
 
+    async fn list_dataset_files(
+        &self,
+        request: Request<pb::ListDatasetFilesRequest>,
+    ) -> Result<Response<pb::ListDatasetFilesResponse>, Status> {
+        let pb::ListDatasetFilesRequest {
+            name: dataset_name,
+            page_size: given_page_size,
+            page_token,
+        } = request.into_inner();
+        let dataset_name = name(&dataset_name)?;
+        let limit = page_size(given_page_size)?;
+        let filters = [dataset_name.as_str()];
+        let after = decode_token(&page_token, &filters)?;
+        let (version, files) = self
+            .catalog
+            .list_files(&dataset_name, after.as_deref(), limit + 1)
+            .await?;
+        let (files, next_page_token) = page(files, limit, |f| f.key.as_str(), &filters);
+        Ok(Response::new(pb::ListDatasetFilesResponse {
+            files: files.into_iter().map(file_to_pb).collect(),
+            next_page_token,
+            version,
+        }))
+    }
+
     async fn resync_missing(
         &self,
         request: Request<pb::ResyncMissingRequest>,
@@ -470,13 +520,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_round_trip() {
-        let token = encode_token("hr.employees");
+    fn tokens_round_trip_and_bind_filters() {
+        let token = PageToken::encode("hr.employees", &["hr.", "basic"]);
         assert_eq!(
-            decode_token(&token).expect("valid").as_deref(),
+            decode_token(&token, &["hr.", "basic"])
+                .expect("valid")
+                .as_deref(),
             Some("hr.employees")
         );
-        assert!(decode_token("zz").is_err());
-        assert!(decode_token("abc").is_err());
+        assert!(decode_token(&token, &["hr.", "full"]).is_err());
+        assert!(decode_token("zz", &[]).is_err());
+        assert!(decode_token("abc", &[]).is_err());
+    }
+
+    #[test]
+    fn pages_have_no_empty_last_page() {
+        let (items, next) = page(vec!["a", "b"], 2, |s| s, &[]);
+        assert_eq!((items.len(), next.as_str()), (2, ""));
+        let (items, next) = page(vec!["a", "b", "c"], 2, |s| s, &[]);
+        assert_eq!(items, ["a", "b"]);
+        assert!(!next.is_empty());
     }
 }

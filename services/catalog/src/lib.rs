@@ -23,8 +23,10 @@ use std::sync::Arc;
 
 use lakehouse_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 
+use crate::store::StoreOptions;
+
 pub use catalog::{Catalog, Deleted, MissingReport};
-pub use config::CatalogConfig;
+pub use config::{CatalogConfig, CatalogPasswordConfig};
 pub use error::{Error, Result};
 pub use footer::{FOOTER_PREFETCH, Footer, FooterError, read_footer};
 pub use redact::redact_secrets;
@@ -51,12 +53,23 @@ impl CatalogRuntime {
         data_dir: &Path,
         storage_addr: &str,
     ) -> Result<Self> {
-        let store = store::open(
-            config.catalog_url.as_deref(),
-            data_dir,
-            &config.store_options(),
-        )
-        .await?;
+        Self::start_with_password(config, None, data_dir, storage_addr).await
+    }
+
+    /// [`CatalogRuntime::start`] with the PostgreSQL password resolved from
+    /// the secrets provider (`--catalog-password-secret`); the URL must then
+    /// hold none.
+    pub async fn start_with_password(
+        config: &CatalogConfig,
+        password: Option<lakehouse_shared::secrets::SecretString>,
+        data_dir: &Path,
+        storage_addr: &str,
+    ) -> Result<Self> {
+        let options = StoreOptions {
+            password,
+            ..config.store_options()
+        };
+        let store = store::open(config.catalog_url.as_deref(), data_dir, &options).await?;
         let backend = match config.catalog_url.as_deref() {
             None => format!("sqlite {}", data_dir.join("catalog.sqlite").display()),
             Some(url) => redact_secrets(url),

@@ -13,15 +13,30 @@ use crate::redact::redact_secrets;
 
 /// Longest dataset name, in bytes.
 pub const MAX_NAME_BYTES: usize = lakehouse_shared::names::MAX_NAME_BYTES;
-/// Longest object key, in bytes (S3's limit).
-pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest object key, in bytes (S3's limit; shared::names holds the rule).
+pub const MAX_KEY_BYTES: usize = lakehouse_shared::names::MAX_KEY_BYTES;
 
 /// A dataset name: lowercase ASCII letters, digits, `_`, `-` and `.`, at
 /// most [`MAX_NAME_BYTES`]. The restricted alphabet keeps names safe as
 /// object key segments (`datasets/<name>/`) and makes byte order the sort
 /// order on every backend.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct DatasetName(String);
+
+impl TryFrom<String> for DatasetName {
+    type Error = Error;
+
+    fn try_from(name: String) -> Result<Self> {
+        Self::parse(&name)
+    }
+}
+
+impl From<DatasetName> for String {
+    fn from(name: DatasetName) -> Self {
+        name.0
+    }
+}
 
 impl DatasetName {
     /// Validates `name`.
@@ -54,33 +69,14 @@ impl fmt::Display for DatasetName {
 
 pub use lakehouse_shared::names::{is_name_byte, shorten};
 
-/// Checks an object key given in a commit.
+/// Checks an object key given in a commit, with the rule storage serves
+/// keys by (shared::names), so the catalog never records a key storage
+/// would refuse to serve.
 pub fn validate_key(key: &str) -> Result<()> {
-    let invalid = |reason: &'static str| Error::InvalidKey {
-        key: shorten(key),
-        reason,
-    };
-    if key.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(invalid("it is longer than 1024 bytes"));
-    }
-    if key.starts_with('/') {
-        return Err(invalid(
-            "it must be relative to the bucket (no leading '/')",
-        ));
-    }
-    if key.contains('\0') {
-        return Err(invalid("it contains a NUL byte"));
-    }
-    if key
-        .split('/')
-        .any(|s| s == ".." || s == "." || s.is_empty())
-    {
-        return Err(invalid("it has an empty, '.' or '..' segment"));
-    }
-    Ok(())
+    lakehouse_shared::names::validate_key(key).map_err(|e| Error::InvalidKey {
+        key: e.key,
+        reason: e.reason,
+    })
 }
 
 /// One column of a dataset.
@@ -180,7 +176,7 @@ impl fmt::Display for Schema {
 }
 
 /// One Parquet file of a dataset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataFile {
     /// Object key in the dataset's bucket.
     pub key: String,
@@ -193,7 +189,8 @@ pub struct DataFile {
 }
 
 /// Where a dataset's data came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SourceKind {
     /// Not recorded.
     #[default]
@@ -234,7 +231,7 @@ impl SourceKind {
 }
 
 /// Provenance of a dataset's current data.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lineage {
     /// Kind of source.
     pub source_kind: SourceKind,
@@ -276,8 +273,9 @@ pub enum View {
     Full,
 }
 
-/// A dataset's manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A dataset's manifest. Serialisable because an idempotent commit stores
+/// its response (see [`Commit::request_id`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dataset {
     /// Unique name.
     pub name: DatasetName,
@@ -345,8 +343,13 @@ pub struct Commit {
     pub schema: Option<Schema>,
     /// New provenance; `None` keeps the dataset's.
     pub lineage: Option<Lineage>,
-    /// Bucket for a commit that creates the dataset (resolved, never empty).
+    /// Bucket for a commit that creates the dataset (resolved, never empty);
+    /// for an existing dataset, empty or the dataset's own bucket.
     pub bucket: String,
+    /// The caller's id for this commit (validated): a commit whose id was
+    /// already applied is not applied again; the store returns the dataset
+    /// as that first commit left it. `None`: no replay protection.
+    pub request_id: Option<String>,
 }
 
 /// One page request of a listing.

@@ -112,6 +112,7 @@ async fn drift_is_repaired_from_footers() {
             }),
             lineage: None,
             bucket: String::new(),
+            request_id: String::new(),
         })
         .await
         .expect("register")
@@ -246,6 +247,7 @@ async fn resync_missing_repairs_only_drifted_datasets() {
                 }),
                 lineage: None,
                 bucket: "main".to_owned(),
+                request_id: String::new(),
             })
             .await
             .expect("register");
@@ -355,6 +357,7 @@ async fn lineage_secrets_are_redacted() {
                     ..Default::default()
                 }),
                 bucket: String::new(),
+                request_id: String::new(),
             })
             .await
             .expect("commit")

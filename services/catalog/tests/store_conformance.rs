@@ -71,6 +71,7 @@ fn commit(text: &str, expected: Option<u64>, mode: CommitMode, files: Vec<DataFi
         schema: Some(schema(&[("id", "Int64"), ("v", "Utf8")])),
         lineage: None,
         bucket: "main".to_owned(),
+        request_id: None,
     }
 }
 
@@ -476,6 +477,141 @@ mod cases {
         assert_eq!(full.files.as_deref().map(<[DataFile]>::len), Some(10_001));
         eprintln!("10k-file commit + append + read: {:?}", started.elapsed());
     }
+
+    /// A commit retried with its request id is applied once: the retry gets
+    /// the first commit's result even after another commit, and an id used
+    /// for one dataset is refused for another.
+    pub async fn retried_commit_applied_once(store: Arc<dyn CatalogStore>) {
+        let with_id = |mut commit: Commit, id: &str| {
+            commit.request_id = Some(id.to_owned());
+            commit
+        };
+        let first = with_id(
+            commit(
+                "sales",
+                Some(0),
+                CommitMode::Append,
+                vec![file("datasets/sales/i1/part-00000.parquet", 5)],
+            ),
+            "req-1",
+        );
+        let original = store.commit(first.clone()).await.expect("first commit");
+        assert_eq!((original.version, original.file_count), (1, 1));
+
+        let between = store
+            .commit(with_id(
+                commit(
+                    "sales",
+                    None,
+                    CommitMode::Append,
+                    vec![file("datasets/sales/i2/part-00000.parquet", 7)],
+                ),
+                "req-2",
+            ))
+            .await
+            .expect("commit in between");
+        assert_eq!(between.version, 2);
+
+        // The retry (expected_version 0 would conflict if it ran again)
+        // answers with the first result and changes nothing.
+        let replayed = store.commit(first.clone()).await.expect("retry");
+        assert_eq!(replayed, original);
+        let now = store.get(&name("sales"), View::Full).await.expect("get");
+        assert_eq!((now.version, now.file_count, now.row_count), (2, 2, 12));
+        let (used_for, recorded) = store
+            .find_commit("req-1")
+            .await
+            .expect("find")
+            .expect("recorded");
+        assert_eq!((used_for.as_str(), recorded.version), ("sales", 1));
+        assert!(store.find_commit("req-9").await.expect("find").is_none());
+
+        // An unchecked append retried: applied once.
+        let append = with_id(
+            commit(
+                "sales",
+                None,
+                CommitMode::Append,
+                vec![file("datasets/sales/i3/part-00000.parquet", 1)],
+            ),
+            "req-3",
+        );
+        let once = store.commit(append.clone()).await.expect("append");
+        let twice = store.commit(append).await.expect("append retried");
+        assert_eq!(once, twice);
+        let now = store.get(&name("sales"), View::Basic).await.expect("get");
+        assert_eq!((now.version, now.file_count, now.row_count), (3, 3, 13));
+
+        // The same id for another dataset: refused, nothing created.
+        match store
+            .commit(with_id(
+                commit("other", Some(0), CommitMode::Append, vec![]),
+                "req-1",
+            ))
+            .await
+        {
+            Err(Error::RequestIdReused { used_for, .. }) => assert_eq!(used_for, "sales"),
+            other => panic!("expected RequestIdReused, got {other:?}"),
+        }
+        assert!(matches!(
+            store.get(&name("other"), View::Basic).await,
+            Err(Error::NotFound { .. })
+        ));
+
+        // Concurrent calls with one id: one commit, every caller the same answer.
+        let racing = with_id(
+            commit(
+                "sales",
+                None,
+                CommitMode::Append,
+                vec![file("datasets/sales/i4/part-00000.parquet", 2)],
+            ),
+            "req-4",
+        );
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let store = store.clone();
+                let racing = racing.clone();
+                tokio::spawn(async move { store.commit(racing).await })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for call in calls {
+            versions.push(call.await.expect("join").expect("commit").version);
+        }
+        assert!(versions.iter().all(|v| *v == 4), "{versions:?}");
+        let now = store.get(&name("sales"), View::Basic).await.expect("get");
+        assert_eq!((now.version, now.file_count), (4, 4));
+    }
+
+    /// ListDatasetFiles' store side: pages by key cover every file once.
+    pub async fn files_are_listed_in_pages(store: Arc<dyn CatalogStore>) {
+        let files: Vec<DataFile> = (0..23)
+            .map(|i| file(&format!("datasets/many/p/part-{i:05}.parquet"), 1))
+            .collect();
+        store
+            .commit(commit("many", Some(0), CommitMode::Append, files.clone()))
+            .await
+            .expect("commit");
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (version, page) = store
+                .list_files(&name("many"), after.as_deref(), 10)
+                .await
+                .expect("list files");
+            assert_eq!(version, 1);
+            assert!(page.len() <= 10);
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            seen.extend(page);
+        }
+        assert_eq!(seen, files, "every file once, in key order");
+        assert!(matches!(
+            store.list_files(&name("none"), None, 10).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
 }
 
 /// A SQLite store in a temporary folder.
@@ -587,4 +723,6 @@ conformance_suite!(
     concurrent_commits_one_wins,
     lineage_is_stored_redacted,
     ten_thousand_files,
+    retried_commit_applied_once,
+    files_are_listed_in_pages,
 );

@@ -47,6 +47,61 @@ pub fn validate(kind: &'static str, name: &str) -> Result<(), InvalidName> {
     Ok(())
 }
 
+/// Longest object key, in bytes (S3's own limit).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// An object key that breaks the key rule; says which part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid object key {key:?}: {reason}")]
+pub struct InvalidKey {
+    /// The key, shortened to 64 characters.
+    pub key: String,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+/// Checks an object key with the rule storage serves keys by (the same
+/// checks as `lakehouse-storage`'s `keys::validate_key`, without building
+/// an object_store path), so a service never records a key that storage
+/// would refuse: not empty, at most 1024 bytes, relative, no NUL or control
+/// characters, no `\\`, and no empty, `.` or `..` segments.
+pub fn validate_key(key: &str) -> Result<(), InvalidKey> {
+    let refuse = |reason| InvalidKey {
+        key: shorten(key),
+        reason,
+    };
+    if key.is_empty() {
+        return Err(refuse("a key must not be empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(refuse("a key must be at most 1024 bytes"));
+    }
+    if key.contains('\0') {
+        return Err(refuse("a key must not contain NUL"));
+    }
+    if key.starts_with('/') {
+        return Err(refuse("a key must be relative (no leading '/')"));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(refuse("a key must not contain control characters"));
+    }
+    if key.contains('\\') {
+        return Err(refuse("a key must use '/' as separator, not '\\'"));
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => {
+                return Err(refuse(
+                    "a key must not have empty segments ('//' or a trailing '/')",
+                ));
+            }
+            "." | ".." => return Err(refuse("a key must not have '.' or '..' segments")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A value for an error message: at most 64 characters.
 pub fn shorten(text: &str) -> String {
     if text.chars().count() <= 64 {
@@ -61,6 +116,34 @@ pub fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_key_rule() {
+        for good in [
+            "a",
+            "datasets/x/part-00001.parquet",
+            "a b/ü.txt",
+            &"k".repeat(1024),
+        ] {
+            assert_eq!(validate_key(good), Ok(()), "{good}");
+        }
+        let long = "k".repeat(1025);
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\0b",
+            "a\\b",
+            "a\nb",
+            long.as_str(),
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_one_rule() {

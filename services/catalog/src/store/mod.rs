@@ -25,7 +25,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::error::{Error, Result};
-use crate::model::{Commit, Dataset, DatasetName, ListQuery, NewDataset, View};
+use crate::model::{Commit, DataFile, Dataset, DatasetName, ListQuery, NewDataset, View};
 use crate::redact::redact_secrets;
 
 /// The manifest store. Implementations are transactional: every method
@@ -46,8 +46,24 @@ pub trait CatalogStore: std::fmt::Debug + Send + Sync + 'static {
     async fn delete(&self, name: &DatasetName, expected_version: Option<u64>) -> Result<Dataset>;
 
     /// Applies one versioned commit (see [`Commit`]) atomically and returns
-    /// the dataset after it, with files.
+    /// the dataset after it, with files. A commit with a `request_id` the
+    /// store already applied is not applied again: it returns that first
+    /// commit's result (`RequestIdReused` if the id was used for another
+    /// dataset). The id is recorded in the commit's own transaction.
     async fn commit(&self, commit: Commit) -> Result<Dataset>;
+
+    /// The result recorded for a commit's `request_id`, if any: the dataset
+    /// name the id was used for and the dataset as that commit left it.
+    async fn find_commit(&self, request_id: &str) -> Result<Option<(String, Dataset)>>;
+
+    /// One page of a dataset's files sorted by key (keys after `after`, at
+    /// most `limit`), with the dataset's version; `NotFound` if absent.
+    async fn list_files(
+        &self,
+        name: &DatasetName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(u64, Vec<DataFile>)>;
 
     /// Closes the connections.
     async fn close(&self);
@@ -63,6 +79,10 @@ pub struct StoreOptions {
     /// PostgreSQL only: the schema to create tables in (`search_path`),
     /// for sharing one database; `None` uses the server's default.
     pub pg_schema: Option<String>,
+    /// PostgreSQL only: the password, from the secrets provider
+    /// (`--catalog-password-secret`), so the URL holds none and no
+    /// environment variable or process listing shows it.
+    pub password: Option<lakehouse_shared::secrets::SecretString>,
 }
 
 impl Default for StoreOptions {
@@ -71,6 +91,7 @@ impl Default for StoreOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
             pg_schema: None,
+            password: None,
         }
     }
 }
@@ -92,6 +113,12 @@ pub async fn open(
             Ok(Arc::new(PostgresStore::connect(url, options).await?))
         }
         Some(url) if url.starts_with("sqlite:") => {
+            if options.password.is_some() {
+                return Err(Error::InvalidUrl {
+                    url: redact_secrets(url),
+                    reason: "--catalog-password-secret is for a postgres:// catalog".to_owned(),
+                });
+            }
             Ok(Arc::new(SqliteStore::connect(url, options).await?))
         }
         Some(url) => Err(Error::InvalidUrl {
@@ -100,6 +127,9 @@ pub async fn open(
         }),
     }
 }
+
+/// How long a commit's request id is remembered (replayed on retry).
+pub const REQUEST_ID_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Converts a count for a BIGINT column.
 fn to_i64(value: u64, what: &str) -> Result<i64> {

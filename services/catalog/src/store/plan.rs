@@ -75,6 +75,19 @@ pub(crate) fn plan(current: Option<&Dataset>, commit: &Commit) -> Result<CommitP
         (Some(_), _) => {}
     }
 
+    // Checked here too, inside the transaction, so a dataset deleted and
+    // re-created in another bucket since the caller looked is still caught.
+    if let Some(current) = current
+        && !commit.bucket.is_empty()
+        && commit.bucket != current.bucket
+    {
+        return Err(Error::BucketMismatch {
+            name: name.to_owned(),
+            bucket: current.bucket.clone(),
+            given: commit.bucket.clone(),
+        });
+    }
+
     let current_schema = current.map(|d| d.schema.clone()).unwrap_or_default();
     let schema = match &commit.schema {
         Some(given) if !given.is_empty() => {

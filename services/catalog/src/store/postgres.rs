@@ -11,7 +11,7 @@ use sqlx::{Pool, Transaction};
 
 use super::{CatalogStore, StoreOptions};
 use crate::error::{Error, Result};
-use crate::model::{Commit, Dataset, DatasetName, ListQuery, NewDataset, View};
+use crate::model::{Commit, DataFile, Dataset, DatasetName, ListQuery, NewDataset, View};
 use crate::redact::redact_secrets;
 
 // The same SQL, compiled against this backend's concrete types (see the
@@ -40,6 +40,18 @@ impl PostgresStore {
         })?;
         if let Some(schema) = &options.pg_schema {
             connect = connect.options([("search_path", schema.as_str())]);
+        }
+        if let Some(password) = &options.password {
+            // Two sources of one password would leave which one wins to
+            // sqlx; refuse instead (redaction changes a URL only when it
+            // carries a password).
+            if redact_secrets(url) != url {
+                return Err(Error::InvalidUrl {
+                    url: redact_secrets(url),
+                    reason: "give the password either in the URL or by --catalog-password-secret, not both".to_owned(),
+                });
+            }
+            connect = connect.password(password.expose());
         }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
@@ -81,6 +93,19 @@ impl CatalogStore for PostgresStore {
 
     async fn commit(&self, commit: Commit) -> Result<Dataset> {
         sql::commit(&self.pool, &commit).await
+    }
+
+    async fn find_commit(&self, request_id: &str) -> Result<Option<(String, Dataset)>> {
+        sql::find_commit(&self.pool, request_id).await
+    }
+
+    async fn list_files(
+        &self,
+        name: &DatasetName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(u64, Vec<DataFile>)> {
+        sql::list_files(&self.pool, name, after, limit).await
     }
 
     async fn close(&self) {

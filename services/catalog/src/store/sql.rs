@@ -109,22 +109,96 @@ async fn files(conn: &mut Conn, id: i64, name: &str) -> Result<Vec<DataFile>> {
     .fetch_all(&mut *conn)
     .await
     .map_err(Error::db("read files"))?;
-    rows.iter()
-        .map(|row| {
-            let unsigned = |field: &str, value: i64| {
-                u64::try_from(value).map_err(|_| Error::Corrupt {
-                    name: name.to_owned(),
-                    reason: format!("a file's {field} is negative"),
-                })
-            };
-            Ok(DataFile {
-                key: column(row, "object_key")?,
-                size_bytes: unsigned("size_bytes", column(row, "size_bytes")?)?,
-                row_count: unsigned("row_count", column(row, "row_count")?)?,
-                etag: column(row, "etag")?,
-            })
+    rows.iter().map(|row| read_file(row, name)).collect()
+}
+
+fn read_file(row: &DbRow, name: &str) -> Result<DataFile> {
+    let unsigned = |field: &str, value: i64| {
+        u64::try_from(value).map_err(|_| Error::Corrupt {
+            name: name.to_owned(),
+            reason: format!("a file's {field} is negative"),
         })
-        .collect()
+    };
+    Ok(DataFile {
+        key: column(row, "object_key")?,
+        size_bytes: unsigned("size_bytes", column(row, "size_bytes")?)?,
+        row_count: unsigned("row_count", column(row, "row_count")?)?,
+        etag: column(row, "etag")?,
+    })
+}
+
+pub(super) async fn list_files(
+    pool: &Pool<Db>,
+    name: &DatasetName,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(u64, Vec<DataFile>)> {
+    const OP: &str = "list dataset files";
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut tx = begin_read(pool).await.map_err(Error::db(OP))?;
+    let (id, dataset) = header(&mut tx, name.as_str())
+        .await?
+        .ok_or_else(|| not_found(name))?;
+    let rows = sqlx::query(
+        "SELECT object_key, size_bytes, row_count, etag FROM files \
+         WHERE dataset_id = $1 AND object_key > $2 ORDER BY object_key LIMIT $3",
+    )
+    .bind(id)
+    .bind(after.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(Error::db(OP))?;
+    let files = rows
+        .iter()
+        .map(|row| read_file(row, name.as_str()))
+        .collect::<Result<Vec<_>>>()?;
+    tx.commit().await.map_err(Error::db(OP))?;
+    Ok((dataset.version, files))
+}
+
+/// The dataset name and response recorded for a commit's request id.
+async fn recorded(conn: &mut Conn, request_id: &str) -> Result<Option<(String, Dataset)>> {
+    let row = sqlx::query("SELECT dataset, response FROM commit_requests WHERE request_id = $1")
+        .bind(request_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(Error::db("read a commit's request id"))?;
+    let Some(row) = row else { return Ok(None) };
+    let used_for: String = column(&row, "dataset")?;
+    let response: String = column(&row, "response")?;
+    let dataset = serde_json::from_str(&response).map_err(|e| Error::Corrupt {
+        name: used_for.clone(),
+        reason: format!("the recorded response of request {request_id:?}: {e}"),
+    })?;
+    Ok(Some((used_for, dataset)))
+}
+
+/// The answer to a commit whose request id was already applied.
+fn replay(commit: &Commit, used_for: String, dataset: Dataset) -> Result<Dataset> {
+    if used_for == commit.name.as_str() {
+        Ok(dataset)
+    } else {
+        Err(Error::RequestIdReused {
+            request_id: commit.request_id.clone().unwrap_or_default(),
+            used_for,
+            name: commit.name.as_str().to_owned(),
+        })
+    }
+}
+
+pub(super) async fn find_commit(
+    pool: &Pool<Db>,
+    request_id: &str,
+) -> Result<Option<(String, Dataset)>> {
+    let mut tx = begin_read(pool)
+        .await
+        .map_err(Error::db("read a commit's request id"))?;
+    let found = recorded(&mut tx, request_id).await?;
+    tx.commit()
+        .await
+        .map_err(Error::db("read a commit's request id"))?;
+    Ok(found)
 }
 
 fn not_found(name: &DatasetName) -> Error {
@@ -282,7 +356,16 @@ pub(super) async fn commit(pool: &Pool<Db>, commit: &Commit) -> Result<Dataset> 
     plan::validate(commit)?;
     let mut attempt = 0;
     loop {
-        match commit_once(pool, commit).await {
+        let result = commit_once(pool, commit).await;
+        // A call with the same request id may have committed meanwhile (a
+        // client retrying while its first call was still running): answer
+        // as to a retry rather than with a conflict.
+        if let (Err(Error::VersionConflict { .. }), Some(id)) = (&result, &commit.request_id)
+            && let Some((used_for, dataset)) = find_commit(pool, id).await?
+        {
+            return replay(commit, used_for, dataset);
+        }
+        match result {
             // A commit that asked for no version check only lost a race
             // with another writer: plan it again on the new state.
             Err(Error::VersionConflict { .. })
@@ -299,6 +382,11 @@ async fn commit_once(pool: &Pool<Db>, commit: &Commit) -> Result<Dataset> {
     const OP: &str = "commit";
     let name = &commit.name;
     let mut tx = begin_write(pool).await.map_err(Error::db(OP))?;
+    if let Some(id) = &commit.request_id
+        && let Some((used_for, dataset)) = recorded(&mut tx, id).await?
+    {
+        return replay(commit, used_for, dataset);
+    }
     let current = header(&mut tx, name.as_str()).await?;
     let plan = plan::plan(current.as_ref().map(|(_, d)| d), commit)?;
     let now = Utc::now().timestamp_micros();
@@ -460,6 +548,54 @@ async fn commit_once(pool: &Pool<Db>, commit: &Commit) -> Result<Dataset> {
         .await?
         .ok_or_else(|| not_found(name))?;
     dataset.files = Some(files(&mut tx, id, name.as_str()).await?);
+    if let Some(request_id) = &commit.request_id
+        && !record_request(&mut tx, request_id, &dataset, now).await?
+    {
+        // A concurrent commit with the same id recorded it first: undo
+        // this one and answer with that one's result.
+        drop(tx);
+        return match find_commit(pool, request_id).await? {
+            Some((used_for, dataset)) => replay(commit, used_for, dataset),
+            None => Err(conflict(name, dataset.version - 1, dataset.version)),
+        };
+    }
     tx.commit().await.map_err(Error::db(OP))?;
     Ok(dataset)
+}
+
+/// Records a commit's response under its request id, in the commit's
+/// transaction, and prunes ids older than the retention window. `false` if
+/// the id is already recorded (by a concurrent commit).
+async fn record_request(
+    conn: &mut Conn,
+    request_id: &str,
+    dataset: &Dataset,
+    now: i64,
+) -> Result<bool> {
+    const OP: &str = "record a commit's request id";
+    let retention =
+        i64::try_from(crate::store::REQUEST_ID_RETENTION.as_micros()).unwrap_or(i64::MAX);
+    sqlx::query("DELETE FROM commit_requests WHERE create_us < $1")
+        .bind(now.saturating_sub(retention))
+        .execute(&mut *conn)
+        .await
+        .map_err(Error::db(OP))?;
+    let response = serde_json::to_string(dataset).map_err(|e| Error::Corrupt {
+        name: dataset.name.as_str().to_owned(),
+        reason: format!("the commit response cannot be recorded: {e}"),
+    })?;
+    let inserted = sqlx::query(
+        "INSERT INTO commit_requests (request_id, dataset, version, response, create_us) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(request_id)
+    .bind(dataset.name.as_str())
+    .bind(to_i64(dataset.version, "version")?)
+    .bind(response)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::db(OP))?
+    .rows_affected();
+    Ok(inserted == 1)
 }

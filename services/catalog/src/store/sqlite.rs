@@ -15,7 +15,7 @@ use sqlx::{Pool, Transaction};
 
 use super::{CatalogStore, StoreOptions};
 use crate::error::{Error, Result};
-use crate::model::{Commit, Dataset, DatasetName, ListQuery, NewDataset, View};
+use crate::model::{Commit, DataFile, Dataset, DatasetName, ListQuery, NewDataset, View};
 use crate::redact::redact_secrets;
 
 // The same SQL, compiled against this backend's concrete types (see the
@@ -108,6 +108,19 @@ impl CatalogStore for SqliteStore {
 
     async fn commit(&self, commit: Commit) -> Result<Dataset> {
         sql::commit(&self.pool, &commit).await
+    }
+
+    async fn find_commit(&self, request_id: &str) -> Result<Option<(String, Dataset)>> {
+        sql::find_commit(&self.pool, request_id).await
+    }
+
+    async fn list_files(
+        &self,
+        name: &DatasetName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(u64, Vec<DataFile>)> {
+        sql::list_files(&self.pool, name, after, limit).await
     }
 
     async fn close(&self) {

@@ -145,12 +145,30 @@ impl Drop for Stack {
 }
 
 impl Stack {
-    /// One local bucket `main` (the default) under the temporary folder.
+    /// Two local buckets under a new temporary folder: `main` (the
+    /// default, counting the bytes it serves) and `other`.
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir")).await
+    }
+
+    /// Stops the servers and starts new ones over the same folder (the
+    /// buckets' files and the catalog's SQLite file), as a restart would.
+    pub async fn restart(mut self) -> Self {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        self.shutdown().await;
+        Self::start_in(dir).await
+    }
+
+    /// The SQLite file the catalog keeps its manifests in.
+    pub fn catalog_db(&self) -> std::path::PathBuf {
+        self.dir.path().join("data").join("catalog.sqlite")
+    }
+
+    async fn start_in(dir: tempfile::TempDir) -> Self {
         let toml = format!(
-            "default_bucket = \"main\"\n[buckets.main]\nbackend = \"local\"\npath = \"{}\"\n",
-            dir.path().join("bucket").display()
+            "default_bucket = \"main\"\n[buckets.main]\nbackend = \"local\"\npath = \"{}\"\n[buckets.other]\nbackend = \"local\"\npath = \"{}\"\n",
+            dir.path().join("bucket").display(),
+            dir.path().join("other-bucket").display()
         );
         let file = BucketsFile::parse(&toml).expect("valid buckets config");
         let registry =
@@ -161,7 +179,8 @@ impl Stack {
             inner: bucket.store.clone(),
             served: served.clone(),
         });
-        let registry = BucketRegistry::from_buckets(vec![bucket], "main");
+        let other: Bucket = registry.get("other").expect("other bucket").clone();
+        let registry = BucketRegistry::from_buckets(vec![bucket, other], "main");
         let storage = Arc::new(Storage::new(registry, Duration::from_millis(1500)));
         let stop = CancellationToken::new();
 
@@ -208,6 +227,11 @@ impl Stack {
 
     pub fn object_store(&self) -> GrpcObjectStore {
         GrpcObjectStore::new(self.storage_client(), "main")
+    }
+
+    /// The bucket `other` through storage.
+    pub fn other_store(&self) -> GrpcObjectStore {
+        GrpcObjectStore::new(self.storage_client(), "other")
     }
 
     pub fn served(&self) -> u64 {

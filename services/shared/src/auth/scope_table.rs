@@ -31,6 +31,10 @@ pub const SCOPE_TABLE: &[(&str, Scope)] = &[
     ("/lakehouse.catalog.v1.CatalogService/CommitFiles", Write),
     ("/lakehouse.catalog.v1.CatalogService/ResyncDataset", Write),
     ("/lakehouse.catalog.v1.CatalogService/ResyncMissing", Write),
+    (
+        "/lakehouse.catalog.v1.CatalogService/ListDatasetFiles",
+        Read,
+    ),
     // Ingest.
     ("/lakehouse.ingest.v1.IngestService/IngestPostgres", Write),
     ("/lakehouse.ingest.v1.IngestService/IngestFile", Write),
