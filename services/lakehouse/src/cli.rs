@@ -23,11 +23,24 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Ask a server for its gRPC health; exit 0 only when it is SERVING.
     Health(HealthArgs),
-    /// Use the storage service: buckets, health, ls, put, get, rm, errors.
+    /// List the storage buckets (`buckets health` probes them).
+    Buckets(crate::storage_cmd::BucketsArgs),
+    /// Objects in a bucket: ls, put, get, rm.
+    Objects(crate::storage_cmd::ObjectsArgs),
+    /// The error journal of failed storage calls: ls.
+    Errors(crate::storage_cmd::ErrorsArgs),
+    /// Catalog datasets: ls, show (schema, rows, lineage), resync, rm.
+    Datasets(crate::datasets_cmd::DatasetsArgs),
+    /// Bring data in: a PostgreSQL table or query, or a CSV/NDJSON/Parquet
+    /// file.
+    Ingest(crate::ingest_cmd::IngestArgs),
+    /// Older spelling of `buckets`, `objects` and `errors` (ls, put, get,
+    /// rm, buckets, health, errors), kept for scripts.
     Storage(crate::storage_cmd::StorageArgs),
     /// Show the audit journal: write, trials and admin calls by token name.
     Audit(crate::audit_cmd::AuditArgs),
-    /// Vector indexes: create, ls, show, rm.
+    /// Vector indexes: create, ls, show, rebuild, generations, promote,
+    /// rollback, rm.
     Index(crate::vector_cmd::IndexArgs),
     /// Find the nearest neighbours of a vector (JSON array, or stdin).
     Search(crate::vector_cmd::SearchArgs),
@@ -113,6 +126,9 @@ pub struct ServeArgs {
     #[command(flatten, next_help_heading = "Catalog")]
     pub catalog: lakehouse_catalog::CatalogConfig,
 
+    #[command(flatten, next_help_heading = "Catalog")]
+    pub catalog_password: lakehouse_catalog::CatalogPasswordConfig,
+
     #[command(flatten, next_help_heading = "Ingest")]
     pub ingest: lakehouse_ingest::IngestConfig,
 
@@ -166,7 +182,12 @@ impl Command {
         match self {
             Command::Serve(_) => None,
             Command::Health(args) => Some(&args.tls),
-            Command::Storage(args) => Some(&args.auth.tls),
+            Command::Buckets(args) => Some(&args.target.auth.tls),
+            Command::Objects(args) => Some(&args.target.auth.tls),
+            Command::Errors(args) => Some(&args.target.auth.tls),
+            Command::Datasets(args) => Some(&args.target.auth.tls),
+            Command::Ingest(args) => Some(&args.target.auth.tls),
+            Command::Storage(args) => Some(&args.target.auth.tls),
             Command::Audit(args) => Some(&args.auth.tls),
             Command::Index(args) => Some(&args.target.auth.tls),
             Command::Search(args) => Some(&args.target.auth.tls),

@@ -7,7 +7,10 @@ use clap::Parser;
 
 mod audit_cmd;
 mod cli;
+mod cmd;
+mod datasets_cmd;
 mod health;
+mod ingest_cmd;
 mod serve;
 mod storage_cmd;
 mod vector_cmd;
@@ -16,7 +19,7 @@ mod vector_cmd;
 #[cfg(test)]
 use {
     arrow as _, bytes as _, opentelemetry_proto as _, parquet as _, rcgen as _, tempfile as _,
-    tokio_stream as _,
+    tokio_stream as _, yaml_rust2 as _,
 };
 
 #[tokio::main]
@@ -28,7 +31,7 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(error) => vector_cmd::exit_for(error.as_ref()),
+        Err(error) => cmd::exit_for(error.as_ref()),
     }
 }
 
@@ -36,6 +39,11 @@ async fn run(command: cli::Command) -> Result<ExitCode, Box<dyn std::error::Erro
     match command {
         cli::Command::Serve(args) => serve::run(*args).await,
         cli::Command::Health(args) => health::run(args).await,
+        cli::Command::Buckets(args) => storage_cmd::buckets(args).await,
+        cli::Command::Objects(args) => storage_cmd::objects(args).await,
+        cli::Command::Errors(args) => storage_cmd::errors(args).await,
+        cli::Command::Datasets(args) => datasets_cmd::run(args).await,
+        cli::Command::Ingest(args) => ingest_cmd::run(args).await,
         cli::Command::Storage(args) => storage_cmd::run(args).await,
         cli::Command::Audit(args) => audit_cmd::run(args).await,
         cli::Command::Index(args) => vector_cmd::index(args).await,

@@ -85,8 +85,15 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
         storage = Some(runtime);
     }
     if matches!(role, Role::Catalog | Role::All) {
-        let runtime = lakehouse_catalog::CatalogRuntime::start(
+        let password = args
+            .catalog_password
+            .catalog_password_secret
+            .as_deref()
+            .map(|name| secrets.require(name))
+            .transpose()?;
+        let runtime = lakehouse_catalog::CatalogRuntime::start_with_password(
             &args.catalog,
+            password,
             &args.data.data_dir,
             &storage_addr,
         )

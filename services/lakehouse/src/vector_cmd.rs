@@ -3,9 +3,7 @@
 //! one JSON document per result). Long operations print one line per
 //! progress step and per trial on stderr, so stdout stays the result.
 //!
-//! Exit codes (also for scripts): 0 done; 1 failed; 2 usage (clap);
-//! 3 not found; 4 conflict or precondition (exists, version or state);
-//! 5 unavailable (retry later); 6 refused (authentication or scope).
+//! Exit codes are those of [`crate::cmd`].
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -13,38 +11,10 @@ use std::process::ExitCode;
 use lakehouse_client::VectorClient;
 use lakehouse_proto::vector::v1 as pb;
 use serde_json::{Value, json};
-use tonic::Code;
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-/// Where and how to talk to the vector service.
-#[derive(Debug, clap::Args)]
-pub struct VectorTarget {
-    /// Vector service (or `serve all`) address.
-    #[arg(
-        long,
-        env = "LAKEHOUSE_VECTOR_ADDR",
-        default_value = "127.0.0.1:50051",
-        global = true
-    )]
-    pub addr: String,
-
-    /// `table` (tab-separated lines) or `json` (for scripts and agents).
-    #[arg(long, value_enum, default_value = "table", global = true)]
-    pub output: Output,
-
-    #[command(flatten)]
-    pub auth: crate::cli::TokenArgs,
-}
-
-/// Result format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// Tab-separated lines.
-    Table,
-    /// JSON.
-    Json,
-}
+use crate::cmd::{
+    CliError, Output, Progress, Result, Table, VectorTarget, build_step, check, print,
+};
 
 /// `lakehouse index …`.
 #[derive(Debug, clap::Args)]
@@ -82,6 +52,45 @@ pub enum IndexCommand {
         /// Build candidate list (0: default 80).
         #[arg(long, default_value_t = 0)]
         ef_construction: u32,
+    },
+    /// Build a new generation of an index (new parameters, or the dataset's
+    /// current data); searches keep using the active one meanwhile.
+    Rebuild {
+        /// Index name.
+        name: String,
+        /// Links per node (0 with --ef-construction 0: keep the active
+        /// generation's parameters).
+        #[arg(long, default_value_t = 0)]
+        m: u32,
+        /// Build candidate list (0: see --m).
+        #[arg(long, default_value_t = 0)]
+        ef_construction: u32,
+        /// Make the new generation active when it is ready.
+        #[arg(long)]
+        promote: bool,
+    },
+    /// List an index's generations (builds), newest first.
+    Generations {
+        /// Index name.
+        name: String,
+    },
+    /// Make a READY generation the one searches use.
+    Promote {
+        /// Index name.
+        name: String,
+        /// Generation number (see `index generations`).
+        generation: u64,
+        /// Refuse (exit 4) unless this generation is active now.
+        #[arg(long)]
+        expected_active: Option<u64>,
+    },
+    /// Make the previously active generation active again.
+    Rollback {
+        /// Index name.
+        name: String,
+        /// Refuse (exit 4) unless this generation is active now.
+        #[arg(long)]
+        expected_active: Option<u64>,
     },
     /// List indexes.
     Ls,
@@ -226,29 +235,8 @@ pub struct TuneArgs {
     pub promote: bool,
 }
 
-/// Maps a failed call to the documented exit codes, printing why.
-pub fn exit_for(error: &(dyn std::error::Error + 'static)) -> ExitCode {
-    let status = error.downcast_ref::<tonic::Status>();
-    if let Some(status) = status {
-        let reason = lakehouse_shared::status::error_reason(status)
-            .map(|r| format!(" [{r}]"))
-            .unwrap_or_default();
-        eprintln!("error: {:?}{reason}: {}", status.code(), status.message());
-    } else {
-        eprintln!("error: {error}");
-    }
-    ExitCode::from(match status.map(tonic::Status::code) {
-        Some(Code::NotFound) => 3,
-        Some(Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition) => 4,
-        Some(Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded) => 5,
-        Some(Code::Unauthenticated | Code::PermissionDenied) => 6,
-        _ => 1,
-    })
-}
-
 async fn client(target: &VectorTarget) -> Result<VectorClient> {
-    let channel = lakehouse_client::connect_with(&target.addr, target.auth.token.as_ref()).await?;
-    Ok(lakehouse_client::vector(channel))
+    Ok(lakehouse_client::vector(target.channel().await?))
 }
 
 fn index_json(i: &pb::Index) -> Value {
@@ -262,6 +250,39 @@ fn index_json(i: &pb::Index) -> Value {
     })
 }
 
+fn generation_json(g: &pb::Generation) -> Value {
+    let config = g.config.unwrap_or_default();
+    json!({
+        "generation": g.generation, "state": g.state().as_str_name(), "active": g.active,
+        "vector_count": g.vector_count, "m": config.m,
+        "ef_construction": config.ef_construction, "trial_id": g.trial_id,
+        "dataset_version": g.dataset_version, "build_duration_ms": g.build_duration_ms,
+        "memory_bytes": g.memory_bytes, "error": g.error,
+        "create_time": crate::cmd::time_text(g.create_time.as_ref()),
+    })
+}
+
+/// Prints the outcome of a build stream (CreateIndex, RebuildIndex).
+fn print_build(out: Output, finished: Option<pb::BuildFinished>, call: &'static str) -> Result<()> {
+    let finished = finished.ok_or(CliError::NoResult { call })?;
+    check(finished.status)?;
+    let index = finished.index.unwrap_or_default();
+    let generation = finished.generation.unwrap_or_default();
+    print(out, &index_json(&index), || {
+        format!(
+            "{}\tgeneration {}\t{}\t{} vectors",
+            index.name,
+            generation.generation,
+            generation
+                .state()
+                .as_str_name()
+                .trim_start_matches("GENERATION_STATE_"),
+            generation.vector_count
+        )
+    });
+    Ok(())
+}
+
 fn trial_json(t: &pb::Trial) -> Value {
     let config = t.config.unwrap_or_default();
     let latency = t.latency.unwrap_or_default();
@@ -273,13 +294,6 @@ fn trial_json(t: &pb::Trial) -> Value {
         "build_duration_ms": t.build_duration_ms, "memory_bytes": t.memory_bytes,
         "vector_count": t.vector_count, "generation": t.generation,
     })
-}
-
-fn print(output: Output, value: &Value, line: impl FnOnce() -> String) {
-    match output {
-        Output::Json => println!("{value}"),
-        Output::Table => println!("{}", line()),
-    }
 }
 
 fn trial_line(t: &pb::Trial) -> String {
@@ -300,25 +314,6 @@ fn trial_line(t: &pb::Trial) -> String {
     )
 }
 
-fn progress_line(p: &pb::BuildProgress) -> String {
-    format!(
-        "{} {}/{} ({:.0}%, {:.1} s)",
-        p.phase().as_str_name().trim_start_matches("BUILD_PHASE_"),
-        p.done,
-        p.total,
-        p.percent,
-        p.elapsed_ms as f64 / 1e3
-    )
-}
-
-/// A terminal `google.rpc.Status` that is not OK, as an error.
-fn check(status: Option<lakehouse_proto::google::rpc::Status>) -> Result<()> {
-    match status {
-        Some(s) if s.code != 0 => Err(Box::new(lakehouse_shared::status::from_rpc_status(&s))),
-        _ => Ok(()),
-    }
-}
-
 pub async fn index(args: IndexArgs) -> Result<ExitCode> {
     let out = args.target.output;
     let mut client = client(&args.target).await?;
@@ -337,7 +332,12 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
                 "cosine" => pb::Metric::Cosine,
                 "l2" => pb::Metric::L2,
                 "dot" => pb::Metric::Dot,
-                other => return Err(format!("unknown metric {other:?}: cosine, l2 or dot").into()),
+                other => {
+                    return Err(CliError::UnknownMetric {
+                        name: other.to_owned(),
+                    }
+                    .into());
+                }
             };
             let mut stream = client
                 .create_index(pb::CreateIndexRequest {
@@ -352,23 +352,148 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
                 })
                 .await?
                 .into_inner();
+            let progress = Progress::new();
+            let mut finished = None;
             while let Some(message) = stream.message().await? {
                 use pb::create_index_response::Event;
                 match message.event {
                     Some(Event::Started(s)) => {
-                        eprintln!("building {} generation {}", s.index, s.generation)
+                        progress.note(format!("building {} generation {}", s.index, s.generation))
                     }
-                    Some(Event::Progress(p)) => eprintln!("{}", progress_line(&p)),
-                    Some(Event::Finished(f)) => {
-                        check(f.status)?;
-                        let index = f.index.unwrap_or_default();
-                        print(out, &index_json(&index), || {
-                            format!("{}\tREADY\t{} vectors", index.name, index.vector_count)
-                        });
-                    }
+                    Some(Event::Progress(p)) => build_step(&progress, &p),
+                    Some(Event::Finished(f)) => finished = Some(f),
                     None => {}
                 }
             }
+            drop(progress);
+            print_build(out, finished, "CreateIndex")?;
+        }
+        IndexCommand::Rebuild {
+            name,
+            m,
+            ef_construction,
+            promote,
+        } => {
+            let config =
+                (m > 0 || ef_construction > 0).then_some(pb::HnswConfig { m, ef_construction });
+            let mut stream = client
+                .rebuild_index(pb::RebuildIndexRequest {
+                    name,
+                    config,
+                    promote,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let progress = Progress::new();
+            let mut finished = None;
+            while let Some(message) = stream.message().await? {
+                use pb::rebuild_index_response::Event;
+                match message.event {
+                    Some(Event::Started(s)) => progress.note(format!(
+                        "rebuilding {} as generation {}",
+                        s.index, s.generation
+                    )),
+                    Some(Event::Progress(p)) => build_step(&progress, &p),
+                    Some(Event::Finished(f)) => finished = Some(f),
+                    None => {}
+                }
+            }
+            drop(progress);
+            print_build(out, finished, "RebuildIndex")?;
+        }
+        IndexCommand::Generations { name } => {
+            let mut table = Table::new(
+                out,
+                &[
+                    "GENERATION",
+                    "STATE",
+                    "ACTIVE",
+                    "VECTORS",
+                    "M",
+                    "EFC",
+                    "BUILD",
+                    "TRIAL",
+                ],
+            );
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_generations(pb::ListGenerationsRequest {
+                        index: name.clone(),
+                        page_token,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                for g in &page.generations {
+                    let c = g.config.unwrap_or_default();
+                    table.row(&generation_json(g), || {
+                        vec![
+                            g.generation.to_string(),
+                            g.state()
+                                .as_str_name()
+                                .trim_start_matches("GENERATION_STATE_")
+                                .to_owned(),
+                            if g.active { "yes" } else { "" }.to_owned(),
+                            g.vector_count.to_string(),
+                            c.m.to_string(),
+                            c.ef_construction.to_string(),
+                            format!("{:.1}s", g.build_duration_ms as f64 / 1e3),
+                            g.trial_id.clone(),
+                        ]
+                    });
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            table.finish();
+        }
+        IndexCommand::Promote {
+            name,
+            generation,
+            expected_active,
+        } => {
+            let index = client
+                .promote_generation(pb::PromoteGenerationRequest {
+                    index: name,
+                    generation,
+                    expected_active_generation: expected_active,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .index
+                .unwrap_or_default();
+            print(out, &index_json(&index), || {
+                format!(
+                    "{}\tgeneration {} active",
+                    index.name, index.active_generation
+                )
+            });
+        }
+        IndexCommand::Rollback {
+            name,
+            expected_active,
+        } => {
+            let index = client
+                .rollback_generation(pb::RollbackGenerationRequest {
+                    index: name,
+                    expected_active_generation: expected_active,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .index
+                .unwrap_or_default();
+            print(out, &index_json(&index), || {
+                format!(
+                    "{}\tgeneration {} active",
+                    index.name, index.active_generation
+                )
+            });
         }
         IndexCommand::Ls => {
             let mut page_token = String::new();
@@ -428,8 +553,8 @@ pub async fn search(args: SearchArgs) -> Result<ExitCode> {
     } else {
         args.vector.clone()
     };
-    let vector: Vec<f32> = serde_json::from_str(text.trim())
-        .map_err(|e| format!("the vector must be a JSON array of numbers: {e}"))?;
+    let vector: Vec<f32> =
+        serde_json::from_str(text.trim()).map_err(|source| CliError::BadVector { source })?;
     let mut client = client(&args.target).await?;
     let response = client
         .search(pb::SearchRequest {
@@ -534,12 +659,15 @@ pub async fn trial(args: TrialArgs) -> Result<ExitCode> {
                 })
                 .await?
                 .into_inner();
+            let progress = Progress::new();
             while let Some(message) = stream.message().await? {
                 use pb::run_trial_response::Event;
                 match message.event {
-                    Some(Event::Started(s)) => eprintln!("trial run {}", s.run_id),
-                    Some(Event::Progress(p)) => eprintln!("{}", progress_line(&p)),
-                    Some(Event::Trial(t)) => print(out, &trial_json(&t), || trial_line(&t)),
+                    Some(Event::Started(s)) => progress.note(format!("trial run {}", s.run_id)),
+                    Some(Event::Progress(p)) => build_step(&progress, &p),
+                    Some(Event::Trial(t)) => {
+                        progress.suspend(|| print(out, &trial_json(&t), || trial_line(&t)))
+                    }
                     Some(Event::Finished(f)) => check(f.status)?,
                     None => {}
                 }
@@ -597,13 +725,15 @@ pub async fn tune(args: TuneArgs) -> Result<ExitCode> {
         })
         .await?
         .into_inner();
+    let progress = Progress::new();
     while let Some(message) = stream.message().await? {
         use pb::tune_index_response::Event;
         match message.event {
-            Some(Event::Started(s)) => eprintln!("tune run {}", s.run_id),
-            Some(Event::Progress(p)) => eprintln!("{}", progress_line(&p)),
-            Some(Event::Trial(t)) => eprintln!("{}", trial_line(&t)),
+            Some(Event::Started(s)) => progress.note(format!("tune run {}", s.run_id)),
+            Some(Event::Progress(p)) => build_step(&progress, &p),
+            Some(Event::Trial(t)) => progress.note(trial_line(&t)),
             Some(Event::Finished(f)) => {
+                progress.finish();
                 check(f.status)?;
                 let best = f.best.unwrap_or_default();
                 let value = json!({
