@@ -365,29 +365,21 @@ fn split_deployment_ingests_a_file_with_authentication_on() {
         let upload = |token: Option<SecretString>| {
             let uri = ingest_process.uri();
             async move {
-                let messages = vec![
-                    ingest::IngestFileRequest {
-                        part: Some(ingest::ingest_file_request::Part::Header(
-                            ingest::IngestFileHeader {
-                                dataset: "people".to_owned(),
-                                file_name: "people.csv".to_owned(),
-                                format: ingest::FileFormat::Csv as i32,
-                                csv: Some(ingest::CsvOptions {
-                                    has_header: true,
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            },
-                        )),
+                let messages = lakehouse_client::file_upload(
+                    ingest::IngestFileHeader {
+                        dataset: "people".to_owned(),
+                        file_name: "people.csv".to_owned(),
+                        format: ingest::FileFormat::Csv as i32,
+                        csv: Some(ingest::CsvOptions {
+                            has_header: true,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
                     },
-                    ingest::IngestFileRequest {
-                        part: Some(ingest::ingest_file_request::Part::Chunk(
-                            bytes::Bytes::from_static(b"id,name\n1,ann\n2,bob\n3,cy\n"),
-                        )),
-                    },
-                ];
+                    [bytes::Bytes::from_static(b"id,name\n1,ann\n2,bob\n3,cy\n")],
+                );
                 lakehouse_client::ingest(channel(&uri, token))
-                    .ingest_file(futures::stream::iter(messages))
+                    .ingest_file(messages)
                     .await
             }
         };

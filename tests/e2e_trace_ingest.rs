@@ -75,10 +75,10 @@ fn an_ingest_is_one_trace_across_ingest_storage_and_catalog() {
             .into_inner();
         let mut last = None;
         while let Some(message) = stream.next().await {
-            if let Some(ingest::ingest_postgres_response::Event::Ingest(done)) =
+            if let Some(ingest::ingest_postgres_response::Event::Finished(done)) =
                 message.expect("event").event
             {
-                last = Some(done);
+                last = done.ingest;
             }
         }
         last.expect("a finished ingest")

@@ -90,26 +90,18 @@ async fn serve_all_ingests_indexes_searches_and_reloads_after_restart() {
     let channel = lakehouse_client::connect_lazy(&server.uri()).expect("address");
 
     // Ingest the file as users do (IngestFile, format from the name).
-    let mut messages = vec![ingest_pb::IngestFileRequest {
-        part: Some(ingest_pb::ingest_file_request::Part::Header(
-            ingest_pb::IngestFileHeader {
-                dataset: "emb".into(),
-                file_name: "embeddings.parquet".into(),
-                format: ingest_pb::FileFormat::Parquet as i32,
-                mode: ingest_pb::IngestMode::Create as i32,
-                ..Default::default()
-            },
-        )),
-    }];
-    for chunk in bytes.chunks(256 * 1024) {
-        messages.push(ingest_pb::IngestFileRequest {
-            part: Some(ingest_pb::ingest_file_request::Part::Chunk(
-                bytes::Bytes::copy_from_slice(chunk),
-            )),
-        });
-    }
+    let messages = lakehouse_client::file_upload(
+        ingest_pb::IngestFileHeader {
+            dataset: "emb".into(),
+            file_name: "embeddings.parquet".into(),
+            format: ingest_pb::FileFormat::Parquet as i32,
+            mode: ingest_pb::IngestMode::Create as i32,
+            ..Default::default()
+        },
+        lakehouse_client::chunked(&bytes),
+    );
     lakehouse_client::ingest(channel.clone())
-        .ingest_file(tokio_stream::iter(messages))
+        .ingest_file(messages)
         .await
         .expect("ingest the parquet file");
 

@@ -27,9 +27,11 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 mod error;
 mod object_store_adapter;
+mod upload;
 
 pub use error::{Error, Result, chain as error_chain};
 pub use object_store_adapter::{GrpcObjectStore, RescueUsed};
+pub use upload::{FileUpload, UPLOAD_CHUNK_BYTES, chunked, file_upload};
 
 /// A channel that injects trace context, and the channel's bearer token if
 /// it has one, into every call.

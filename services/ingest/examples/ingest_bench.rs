@@ -219,8 +219,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_inner();
     let mut result = None;
     while let Some(message) = stream.message().await? {
-        if let Some(pb::ingest_postgres_response::Event::Ingest(done)) = message.event {
-            result = Some(done);
+        if let Some(pb::ingest_postgres_response::Event::Finished(done)) = message.event {
+            if let Some(status) = done.status.filter(|s| s.code != 0) {
+                return Err(format!("ingest failed: {}", status.message).into());
+            }
+            result = done.ingest;
         }
     }
     let elapsed = started.elapsed().as_secs_f64();

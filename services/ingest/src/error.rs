@@ -151,8 +151,64 @@ pub enum Error {
     #[error("cancelled by the client")]
     Cancelled,
 
+    /// The request names a bucket other than the existing dataset's.
+    #[error(
+        "dataset {dataset} lives in bucket {actual:?}, not {requested:?}; leave bucket empty (or set it to {actual:?}) to add to it"
+    )]
+    BucketMismatch {
+        /// The dataset.
+        dataset: String,
+        /// The bucket the request named.
+        requested: String,
+        /// The dataset's bucket.
+        actual: String,
+    },
+
+    /// The bucket is not one storage serves.
+    #[error("bucket {bucket:?} is not configured in storage; known buckets: {}", known.join(", "))]
+    UnknownBucket {
+        /// The bucket asked for (empty: the default, when none is marked).
+        bucket: String,
+        /// The buckets storage serves.
+        known: Vec<String>,
+    },
+
+    /// Storage could not list its buckets before the ingest started.
+    #[error("storage is unreachable ({reason}); nothing was read, retry when it is up")]
+    StorageUnavailable {
+        /// What storage (or the connection) said.
+        reason: String,
+    },
+
+    /// The upload stream ended without its commit message.
+    #[error(
+        "the upload ended without an IngestFileCommit (size and CRC32C); it may have been cut short, so nothing was committed"
+    )]
+    UploadIncomplete,
+
+    /// The upload's commit message does not match the bytes received.
+    #[error(
+        "the upload does not match its commit: received {received_bytes} bytes with CRC32C {received_crc32c:08x}, the commit says {size_bytes} bytes with {crc32c:08x}; nothing was committed"
+    )]
+    UploadCorrupt {
+        /// Bytes received.
+        received_bytes: u64,
+        /// CRC32C of the bytes received.
+        received_crc32c: u32,
+        /// Bytes the client says it sent.
+        size_bytes: u64,
+        /// CRC32C the client computed.
+        crc32c: u32,
+    },
+
+    /// The history is not loaded yet, so a request id cannot be checked.
+    #[error(
+        "the ingest history is not loaded yet (is storage reachable?), so request_id cannot be checked; retry shortly"
+    )]
+    HistoryNotLoaded,
+
     /// No such ingest.
-    #[error("no ingest {0:?}; ListIngests shows the recent ones (history is kept in memory)")]
+    #[error("no ingest {0:?}; ListIngests shows the recent ones")]
     NotFound(String),
 
     /// The service is shutting down.
@@ -195,6 +251,10 @@ impl Error {
             Error::Catalog { status } => status.code(),
             Error::UploadTooLarge { .. } => Code::ResourceExhausted,
             Error::Cancelled => Code::Cancelled,
+            Error::BucketMismatch { .. } => Code::FailedPrecondition,
+            Error::UnknownBucket { .. } => Code::NotFound,
+            Error::StorageUnavailable { .. } | Error::HistoryNotLoaded => Code::Unavailable,
+            Error::UploadIncomplete | Error::UploadCorrupt { .. } => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::ShuttingDown => Code::Unavailable,
         }
@@ -249,7 +309,8 @@ impl From<Error> for Status {
 impl Error {
     /// The stable `google.rpc.ErrorInfo` reason and the values a client
     /// needs to act on it.
-    fn error_info(&self) -> (&'static str, Vec<(&'static str, String)>) {
+    /// The `ErrorInfo` reason and metadata of this error.
+    pub(crate) fn error_info(&self) -> (&'static str, Vec<(&'static str, String)>) {
         match self {
             Error::InvalidRequest(_) => ("INVALID_ARGUMENT", vec![]),
             Error::InvalidDsn(_) => ("INVALID_DSN", vec![]),
@@ -276,6 +337,17 @@ impl Error {
             ),
             Error::UploadTooLarge { .. } => ("UPLOAD_TOO_LARGE", vec![]),
             Error::Cancelled => ("CANCELLED", vec![]),
+            Error::BucketMismatch { actual, .. } => {
+                ("BUCKET_MISMATCH", vec![("dataset_bucket", actual.clone())])
+            }
+            Error::UnknownBucket { bucket, known } => (
+                "BUCKET_NOT_FOUND",
+                vec![("bucket", bucket.clone()), ("known", known.join(","))],
+            ),
+            Error::StorageUnavailable { .. } => ("STORAGE_UNAVAILABLE", vec![]),
+            Error::HistoryNotLoaded => ("HISTORY_NOT_LOADED", vec![]),
+            Error::UploadIncomplete => ("UPLOAD_INCOMPLETE", vec![]),
+            Error::UploadCorrupt { .. } => ("UPLOAD_CORRUPT", vec![]),
             Error::NotFound(_) => ("NOT_FOUND", vec![]),
             Error::ShuttingDown => ("SHUTTING_DOWN", vec![]),
             Error::Framing(_) | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {

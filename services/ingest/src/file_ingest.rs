@@ -149,7 +149,7 @@ where
             let (file, schema) = tokio::task::spawn_blocking(move || parquet_schema(file))
                 .await
                 .map_err(|e| Error::Internal(format!("parquet reader stopped: {e}")))??;
-            let expected = pipeline::preflight(ctx, &request.target).await?;
+            let (expected, target) = pipeline::preflight(ctx, &request.target).await?;
             let batch_rows = options.batch_rows;
             let progress_for_reader = progress.clone();
             let reader_cancel = cancel.clone();
@@ -168,7 +168,7 @@ where
             };
             pipeline::run(
                 ctx,
-                &request.target,
+                &target,
                 expected,
                 schema,
                 lineage,
@@ -384,7 +384,7 @@ where
         sample,
         schema,
     } = text;
-    let expected = pipeline::preflight(ctx, target).await?;
+    let (expected, target) = pipeline::preflight(ctx, target).await?;
     let reader_progress = progress.clone();
     let reader_cancel = cancel.clone();
     let produce = move |sender| {
@@ -398,7 +398,7 @@ where
         )
     };
     pipeline::run(
-        ctx, target, expected, schema, lineage, progress, cancel, produce,
+        ctx, &target, expected, schema, lineage, progress, cancel, produce,
     )
     .await
 }

@@ -2,10 +2,12 @@
 //! field, so a new proto field breaks the build until it is handled),
 //! delegates to [`Ingestor`], converts results. No ingest logic lives here.
 //!
-//! A failed IngestPostgres ends its stream with the error status (its code
-//! says why: UNAUTHENTICATED for refused credentials, INVALID_ARGUMENT for
-//! an unsupported column type, …); a successful one ends with the finished
-//! `Ingest`. Both are recorded for ListIngests/GetIngest.
+//! IngestPostgres follows the long-operation contract (ADR 0012): a request
+//! refused before anything starts (a bad DSN, an invalid name) is an error
+//! status; once started, the stream is `started`, progress, and one
+//! `finished` whose google.rpc.Status says how it ended (OK, the error with
+//! its ErrorInfo, or CANCELLED). Every ingest is recorded for ListIngests /
+//! GetIngest.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::{Stream, StreamExt as _};
 use lakehouse_proto::ingest::v1::{self as pb, ingest_service_server::IngestService};
+use lakehouse_shared::paging::{self, PageToken};
 use lakehouse_shared::secrets::SecretString;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -26,9 +29,6 @@ use crate::registry::{IngestRecord, Phase, State};
 use crate::service::{Event, Ingestor};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Default and largest page of ListIngests.
-const PAGE: (usize, usize) = (50, 1000);
 
 /// Implements `lakehouse.ingest.v1.IngestService`.
 #[derive(Debug, Clone)]
@@ -63,6 +63,18 @@ fn mode(value: i32) -> Result<Mode, Status> {
     }
 }
 
+fn request_id(value: &str) -> Result<String, Status> {
+    match lakehouse_shared::request_id::parse(value) {
+        Ok(id) => Ok(id.unwrap_or_default()),
+        Err(error) => Err(lakehouse_shared::status::with_error_info(
+            tonic::Code::InvalidArgument,
+            error.to_string(),
+            "INVALID_REQUEST_ID",
+            [],
+        )),
+    }
+}
+
 fn non_empty(value: String) -> Option<String> {
     let trimmed = value.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
@@ -79,6 +91,7 @@ fn postgres_request(request: pb::IngestPostgresRequest) -> Result<PostgresReques
         split_column,
         row_group_rows,
         bucket,
+        request_id: id,
     } = request;
     let source = match source {
         Some(pb::ingest_postgres_request::Source::Table(pb::TableSource {
@@ -121,6 +134,7 @@ fn postgres_request(request: pb::IngestPostgresRequest) -> Result<PostgresReques
             bucket,
             mode: mode(request_mode)?,
             ingest_id: new_ingest_id(),
+            request_id: request_id(&id)?,
         },
         dsn: SecretString::new(dsn),
         password_secret: non_empty(password_secret),
@@ -139,6 +153,7 @@ fn file_request(header: pb::IngestFileHeader) -> Result<FileRequest, Status> {
         csv,
         mode: request_mode,
         bucket,
+        request_id: id,
     } = header;
     let format = match pb::FileFormat::try_from(format) {
         Ok(pb::FileFormat::Csv) => {
@@ -191,6 +206,7 @@ fn file_request(header: pb::IngestFileHeader) -> Result<FileRequest, Status> {
             bucket,
             mode: mode(request_mode)?,
             ingest_id: new_ingest_id(),
+            request_id: request_id(&id)?,
         },
         file_name: if file_name.is_empty() {
             "upload".to_owned()
@@ -201,10 +217,35 @@ fn file_request(header: pb::IngestFileHeader) -> Result<FileRequest, Status> {
     })
 }
 
+/// The terminal status of a finished ingest; `None` while it runs.
+fn outcome(record: &IngestRecord) -> Option<lakehouse_proto::google::rpc::Status> {
+    match (&record.state, &record.failure) {
+        (State::Running, _) => None,
+        (State::Succeeded, _) => Some(lakehouse_shared::status::ok_rpc_status()),
+        (_, Some(failure)) => Some(lakehouse_shared::status::to_rpc_status(
+            &lakehouse_shared::status::with_recorded_error_info(
+                tonic::Code::from_i32(failure.code),
+                record.error.clone(),
+                &failure.reason,
+                &failure.metadata,
+            ),
+        )),
+        (State::Cancelled, None) => Some(lakehouse_shared::status::to_rpc_status(
+            &Status::cancelled(record.error.clone()),
+        )),
+        (State::Failed, None) => Some(lakehouse_shared::status::to_rpc_status(&Status::unknown(
+            record.error.clone(),
+        ))),
+    }
+}
+
 fn ingest(record: IngestRecord) -> pb::Ingest {
+    let status = outcome(&record);
     let IngestRecord {
         id,
         dataset,
+        bucket,
+        request_id,
         state,
         source,
         rows,
@@ -213,7 +254,9 @@ fn ingest(record: IngestRecord) -> pb::Ingest {
         start_time,
         finish_time,
         error,
+        failure: _,
         dataset_version,
+        split_column,
     } = record;
     pb::Ingest {
         ingest_id: id,
@@ -232,6 +275,10 @@ fn ingest(record: IngestRecord) -> pb::Ingest {
         finish_time: finish_time.map(timestamp),
         error,
         dataset_version,
+        status,
+        request_id,
+        bucket,
+        split_column,
     }
 }
 
@@ -254,33 +301,96 @@ fn event(event: Event) -> pb::IngestPostgresResponse {
                 parts_written: progress.parts,
                 elapsed_ms: progress.elapsed_ms,
             }),
-            Event::Finished(record) => E::Ingest(ingest(record)),
+            Event::Started {
+                ingest_id,
+                dataset,
+                replayed,
+            } => E::Started(pb::IngestStarted {
+                ingest_id,
+                dataset,
+                replayed,
+            }),
+            Event::Finished(record) => E::Finished(pb::IngestFinished {
+                status: outcome(&record),
+                ingest: Some(ingest(*record)),
+            }),
         }),
     }
 }
 
-/// The upload's chunks after the header. A broken or cancelled request
-/// stream cancels the ingest: a truncated file is never committed.
+/// Where an upload is: bytes and CRC32C so far, and whether its commit
+/// arrived.
+struct Upload {
+    stream: Streaming<pb::IngestFileRequest>,
+    size: u64,
+    crc: u32,
+    done: bool,
+}
+
+/// The upload's chunks after the header, ending with its commit: a stream
+/// that ends without a commit (cut short), or whose commit does not match
+/// the bytes, yields an error, so a truncated file is never committed. A
+/// broken or cancelled request stream cancels the ingest.
 fn chunks(
     stream: Streaming<pb::IngestFileRequest>,
 ) -> impl Stream<Item = crate::Result<Bytes>> + Send + Unpin + 'static {
-    stream.map(|message| match message {
-        Ok(pb::IngestFileRequest {
-            part: Some(pb::ingest_file_request::Part::Chunk(bytes)),
-        }) => Ok(bytes),
-        Ok(pb::IngestFileRequest {
-            part: Some(pb::ingest_file_request::Part::Header(_)),
-        }) => Err(Error::InvalidRequest(
-            "only the first message may be a header".to_owned(),
-        )),
-        Ok(pb::IngestFileRequest { part: None }) => Err(Error::InvalidRequest(
-            "a message after the header carries no chunk".to_owned(),
-        )),
-        Err(status) => {
-            tracing::info!(code = ?status.code(), "upload stream ended with an error");
-            Err(Error::Cancelled)
-        }
-    })
+    use pb::ingest_file_request::Part;
+    let upload = Upload {
+        stream,
+        size: 0,
+        crc: 0,
+        done: false,
+    };
+    Box::pin(
+        futures::stream::unfold(upload, |mut up| async move {
+            if up.done {
+                return None;
+            }
+            let message = up.stream.next().await;
+            let item = match message {
+                Some(Ok(pb::IngestFileRequest {
+                    part: Some(Part::Chunk(bytes)),
+                })) => {
+                    up.size += bytes.len() as u64;
+                    up.crc = crc32c::crc32c_append(up.crc, &bytes);
+                    Ok(bytes)
+                }
+                Some(Ok(pb::IngestFileRequest {
+                    part: Some(Part::Commit(pb::IngestFileCommit { size_bytes, crc32c })),
+                })) => {
+                    up.done = true;
+                    if size_bytes == up.size && crc32c == up.crc {
+                        return None;
+                    }
+                    Err(Error::UploadCorrupt {
+                        received_bytes: up.size,
+                        received_crc32c: up.crc,
+                        size_bytes,
+                        crc32c,
+                    })
+                }
+                Some(Ok(pb::IngestFileRequest {
+                    part: Some(Part::Header(_)),
+                })) => Err(Error::InvalidRequest(
+                    "only the first message may be a header".to_owned(),
+                )),
+                Some(Ok(pb::IngestFileRequest { part: None })) => Err(Error::InvalidRequest(
+                    "a message after the header carries no chunk".to_owned(),
+                )),
+                Some(Err(status)) => {
+                    tracing::info!(code = ?status.code(), "upload stream ended with an error");
+                    Err(Error::Cancelled)
+                }
+                None => Err(Error::UploadIncomplete),
+            };
+            if item.is_err() {
+                up.done = true;
+            }
+            Some((item, up))
+        })
+        // Readers may poll again after the end (sampling, then decoding).
+        .fuse(),
+    )
 }
 
 #[tonic::async_trait]
@@ -292,10 +402,10 @@ impl IngestService for IngestGrpc {
         request: Request<pb::IngestPostgresRequest>,
     ) -> Result<Response<Self::IngestPostgresStream>, Status> {
         let request = postgres_request(request.into_inner())?;
-        let receiver = self.ingestor.ingest_postgres(request)?;
+        let receiver = self.ingestor.ingest_postgres(request).await?;
         let stream = futures::stream::unfold(receiver, |mut receiver| async move {
             let item = receiver.recv().await?;
-            Some((item.map(event).map_err(Status::from), receiver))
+            Some((Ok(event(item)), receiver))
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -330,22 +440,41 @@ impl IngestService for IngestGrpc {
             dataset,
             page_size,
             page_token,
+            state,
         } = request.into_inner();
-        let limit = match usize::try_from(page_size) {
-            Ok(0) | Err(_) => PAGE.0,
-            Ok(n) => n.min(PAGE.1),
+        let state_filter = match pb::IngestState::try_from(state) {
+            Ok(pb::IngestState::Unspecified) => None,
+            Ok(pb::IngestState::Running) => Some(State::Running),
+            Ok(pb::IngestState::Succeeded) => Some(State::Succeeded),
+            Ok(pb::IngestState::Failed) => Some(State::Failed),
+            Ok(pb::IngestState::Cancelled) => Some(State::Cancelled),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "state {state} is not an IngestState"
+                )));
+            }
         };
-        let before = if page_token.is_empty() {
-            None
-        } else {
-            Some(page_token.parse::<u64>().map_err(|_| {
-                Status::invalid_argument(lakehouse_shared::paging::InvalidPageToken.to_string())
-            })?)
+        let state_text = state.to_string();
+        let filters = [dataset.as_str(), state_text.as_str()];
+        let limit =
+            paging::page_size(page_size).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let before = match PageToken::decode(&page_token, &filters) {
+            Ok(None) => None,
+            Ok(Some(token)) => Some(token.after.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(paging::PageTokenError::Invalid.to_string())
+            })?),
+            Err(error) => return Err(Status::invalid_argument(error.to_string())),
         };
-        let (records, next) = self.ingestor.registry().list(&dataset, before, limit);
+        self.ingestor.history_ready().await?;
+        let (records, next) = self
+            .ingestor
+            .registry()
+            .list(&dataset, state_filter, before, limit);
         Ok(Response::new(pb::ListIngestsResponse {
             ingests: records.into_iter().map(ingest).collect(),
-            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+            next_page_token: next
+                .map(|n| PageToken::encode(&n.to_string(), &filters))
+                .unwrap_or_default(),
         }))
     }
 
@@ -354,6 +483,7 @@ impl IngestService for IngestGrpc {
         request: Request<pb::GetIngestRequest>,
     ) -> Result<Response<pb::GetIngestResponse>, Status> {
         let pb::GetIngestRequest { ingest_id } = request.into_inner();
+        self.ingestor.history_ready().await?;
         let record = self
             .ingestor
             .registry()
@@ -361,6 +491,18 @@ impl IngestService for IngestGrpc {
             .ok_or(Error::NotFound(ingest_id))?;
         Ok(Response::new(pb::GetIngestResponse {
             ingest: Some(ingest(record)),
+        }))
+    }
+
+    async fn cancel_ingest(
+        &self,
+        request: Request<pb::CancelIngestRequest>,
+    ) -> Result<Response<pb::CancelIngestResponse>, Status> {
+        let pb::CancelIngestRequest { ingest_id } = request.into_inner();
+        let outcome = self.ingestor.cancel(&ingest_id)?;
+        Ok(Response::new(pb::CancelIngestResponse {
+            cancelled: outcome.cancelled,
+            ingest: Some(ingest(outcome.record)),
         }))
     }
 }

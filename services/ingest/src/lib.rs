@@ -14,6 +14,7 @@ mod dsn;
 mod error;
 mod file_ingest;
 pub mod grpc;
+mod history;
 mod parquet_parts;
 mod pg_schema;
 mod pg_source;
@@ -82,9 +83,22 @@ impl IngestRuntime {
             max_concurrent = config.max_concurrent,
             "ingest service ready"
         );
-        Ok(Self {
-            ingestor: Arc::new(service::Ingestor::new(config.clone(), secrets, ctx)),
-        })
+        // The history journal lives in storage's default bucket; it is read
+        // back in the background, since storage may start after this
+        // service (requests with a request_id wait for it).
+        let history = history::History::new(Arc::new(lakehouse_client::GrpcObjectStore::new(
+            ctx.storage.clone(),
+            String::new(),
+        )));
+        let ingestor = Arc::new(service::Ingestor::new(
+            config.clone(),
+            secrets,
+            ctx,
+            history,
+        ));
+        let loader = ingestor.clone();
+        tokio::spawn(async move { loader.load_history().await });
+        Ok(Self { ingestor })
     }
 
     /// The gRPC service, with the process's message size limit.

@@ -77,7 +77,7 @@ impl Source {
     }
 
     /// The qualified, quoted relation of a table source.
-    fn relation(&self) -> String {
+    pub fn relation(&self) -> String {
         match self {
             Source::Table { schema, table, .. } if schema.is_empty() => quote_ident(table),
             Source::Table { schema, table, .. } => {

@@ -216,6 +216,28 @@ pub async fn key_bounds(
     Ok(lo.zip(hi))
 }
 
+/// The table's primary key column when it is one integer column (int2,
+/// int4 or int8): the default key to split parallel reads on.
+pub async fn integer_primary_key(
+    conn: &mut PgConnection,
+    relation: &str,
+    errors: &ErrorMapper,
+) -> Result<Option<String>> {
+    let row = sqlx::query(
+        "SELECT a.attname::text AS name FROM pg_index i \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+         WHERE i.indrelid = $1::regclass AND i.indisprimary AND i.indnkeyatts = 1 \
+         AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)",
+    )
+    .bind(relation)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| errors.map(e, "primary key lookup"))?;
+    row.map(|r| r.try_get::<String, _>("name"))
+        .transpose()
+        .map_err(|e| errors.map(e, "primary key lookup"))
+}
+
 /// Streams `COPY (select) TO STDOUT (FORMAT binary)` into batches sent to
 /// `batches`; returns the rows read. Boxed `Send` for spawned readers.
 #[allow(clippy::too_many_arguments)]

@@ -58,6 +58,8 @@ pub struct Target {
     pub mode: Mode,
     /// This ingest's id.
     pub ingest_id: String,
+    /// The caller's request id; empty for none.
+    pub request_id: String,
 }
 
 /// Provenance recorded with the commit.
@@ -89,10 +91,14 @@ pub struct Context {
 }
 
 /// A committed ingest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
     /// The dataset's version after the commit.
     pub version: u64,
+    /// The bucket its parts were written to.
+    pub bucket: String,
+    /// The column parallel readers split on; empty for one reader.
+    pub split_column: String,
 }
 
 /// Validates a dataset name as the catalog does (lowercase letters,
@@ -115,9 +121,12 @@ pub fn validate_dataset(name: &str) -> Result<()> {
 }
 
 /// Checks the target before any data is read, so a CREATE of an existing
-/// dataset or an APPEND to a missing one fails in milliseconds, not after
-/// the whole source was read. Returns the expected version for the commit.
-pub async fn preflight(ctx: &Context, target: &Target) -> Result<Option<u64>> {
+/// dataset, an APPEND to a missing one or an unknown bucket fails in
+/// milliseconds, not after the whole source was read. Returns the expected
+/// version for the commit and the target with its bucket resolved: an
+/// existing dataset's own bucket (another one is refused, so parts never
+/// land outside the dataset's bucket), else the requested or default one.
+pub async fn preflight(ctx: &Context, target: &Target) -> Result<(Option<u64>, Target)> {
     let found = ctx
         .catalog
         .clone()
@@ -126,24 +135,83 @@ pub async fn preflight(ctx: &Context, target: &Target) -> Result<Option<u64>> {
             view: catalog::DatasetView::Basic as i32,
         })
         .await;
-    match (target.mode, found) {
-        (Mode::Create, Err(status)) if status.code() == Code::NotFound => Ok(Some(0)),
-        (Mode::Create, Ok(_)) => Err(Error::Catalog {
-            status: Box::new(tonic::Status::already_exists(format!(
-                "dataset {} already exists; use mode APPEND or REPLACE",
-                target.dataset
-            ))),
+    let (expected, existing_bucket) = match (target.mode, found) {
+        (Mode::Create, Err(status)) if status.code() == Code::NotFound => (Some(0), None),
+        (Mode::Create, Ok(_)) => {
+            return Err(Error::Catalog {
+                status: Box::new(tonic::Status::already_exists(format!(
+                    "dataset {} already exists; use mode APPEND or REPLACE",
+                    target.dataset
+                ))),
+            });
+        }
+        (Mode::Append, Err(status)) if status.code() == Code::NotFound => {
+            return Err(Error::Catalog {
+                status: Box::new(tonic::Status::not_found(format!(
+                    "dataset {} does not exist; use mode CREATE first",
+                    target.dataset
+                ))),
+            });
+        }
+        (Mode::Replace, Err(status)) if status.code() == Code::NotFound => (Some(0), None),
+        (Mode::Append | Mode::Replace, Ok(found)) => (
+            None,
+            found
+                .into_inner()
+                .dataset
+                .map(|d| d.bucket)
+                .filter(|b| !b.is_empty()),
+        ),
+        (_, Err(status)) => return Err(catalog_error(status)),
+    };
+    let bucket = resolve_bucket(ctx, target, existing_bucket).await?;
+    Ok((
+        expected,
+        Target {
+            bucket,
+            ..target.clone()
+        },
+    ))
+}
+
+/// The bucket the parts go to, checked against storage's buckets.
+async fn resolve_bucket(
+    ctx: &Context,
+    target: &Target,
+    existing: Option<String>,
+) -> Result<String> {
+    if let Some(existing) = &existing
+        && !target.bucket.is_empty()
+        && &target.bucket != existing
+    {
+        return Err(Error::BucketMismatch {
+            dataset: target.dataset.clone(),
+            requested: target.bucket.clone(),
+            actual: existing.clone(),
+        });
+    }
+    let buckets = ctx
+        .storage
+        .clone()
+        .list_buckets(storage::ListBucketsRequest {})
+        .await
+        .map_err(|status| Error::StorageUnavailable {
+            reason: status.message().to_owned(),
+        })?
+        .into_inner()
+        .buckets;
+    let wanted = existing.unwrap_or_else(|| target.bucket.clone());
+    let found = if wanted.is_empty() {
+        buckets.iter().find(|b| b.is_default)
+    } else {
+        buckets.iter().find(|b| b.name == wanted)
+    };
+    match found {
+        Some(bucket) => Ok(bucket.name.clone()),
+        None => Err(Error::UnknownBucket {
+            bucket: wanted,
+            known: buckets.iter().map(|b| b.name.clone()).collect(),
         }),
-        (Mode::Append, Err(status)) if status.code() == Code::NotFound => Err(Error::Catalog {
-            status: Box::new(tonic::Status::not_found(format!(
-                "dataset {} does not exist; use mode CREATE first",
-                target.dataset
-            ))),
-        }),
-        (Mode::Append, Ok(_)) => Ok(None),
-        (Mode::Replace, Err(status)) if status.code() == Code::NotFound => Ok(Some(0)),
-        (Mode::Replace, Ok(_)) => Ok(None),
-        (_, Err(status)) => Err(catalog_error(status)),
     }
 }
 
@@ -237,9 +305,15 @@ where
                 .dataset
                 .map(|d| d.version)
                 .unwrap_or_default(),
+            bucket: target.bucket.clone(),
+            split_column: String::new(),
         }),
         Err(status) if ambiguous(status.code()) => match committed_by(ctx, target).await {
-            Some(Some(version)) => Ok(Committed { version }),
+            Some(Some(version)) => Ok(Committed {
+                version,
+                bucket: target.bucket.clone(),
+                split_column: String::new(),
+            }),
             Some(None) => {
                 cleanup(&store, &prefix, &parts).await;
                 Err(catalog_error(status))

@@ -88,19 +88,33 @@ pub async fn run(
             "parallelism needs a table source; a query is read by one connection".to_owned(),
         ));
     }
+
+    let mut leader = pg_source::connect(&dsn, read.connect_timeout, &errors).await?;
+    let snapshot = pg_source::begin_snapshot(&mut leader, parallelism > 1, &errors).await?;
+    // Parallel reads split the key range of `split_column`, by default the
+    // table's single-column integer primary key.
     let split_column = match (&request.split_column, parallelism > 1) {
         (Some(column), true) => Some(column.clone()),
         (None, true) => {
-            return Err(Error::InvalidRequest(
-                "parallelism > 1 needs split_column, an integer column to split the key range on"
-                    .to_owned(),
-            ));
+            let relation = request.source.relation();
+            match pg_source::integer_primary_key(&mut leader, &relation, &errors).await? {
+                Some(column) => {
+                    tracing::info!(
+                        ingest_id = %request.target.ingest_id,
+                        split_column = %column,
+                        "parallel readers split on the primary key"
+                    );
+                    Some(column)
+                }
+                None => {
+                    return Err(Error::InvalidRequest(format!(
+                        "parallelism > 1 needs split_column: {relation} has no single-column integer primary key to split on by default"
+                    )));
+                }
+            }
         }
         (_, false) => None,
     };
-
-    let mut leader = pg_source::connect(&dsn, read.connect_timeout, &errors).await?;
-    let snapshot = pg_source::begin_snapshot(&mut leader, split_column.is_some(), &errors).await?;
     let plan = pg_schema::describe(&mut leader, request.source.clone(), |e| {
         errors.map(e, "describe")
     })
@@ -136,7 +150,7 @@ pub async fn run(
         None => Vec::new(),
     };
 
-    let expected_version = pipeline::preflight(ctx, &request.target).await?;
+    let (expected_version, target) = pipeline::preflight(ctx, &request.target).await?;
     let mut ctx = ctx.clone();
     if let Some(rows) = request.row_group_rows {
         ctx.parts.row_group_rows = usize::try_from(rows).unwrap_or(usize::MAX).max(1);
@@ -240,9 +254,10 @@ pub async fn run(
         }
         result
     };
+    let split_column = split_column.unwrap_or_default();
     pipeline::run(
         &ctx,
-        &request.target,
+        &target,
         expected_version,
         schema,
         lineage,
@@ -251,4 +266,8 @@ pub async fn run(
         produce,
     )
     .await
+    .map(|committed| Committed {
+        split_column,
+        ..committed
+    })
 }

@@ -1,6 +1,8 @@
 //! The ingest service's domain object: starts ingests as tasks of their own
 //! (so a client that goes away cancels them cleanly instead of dropping them
-//! mid-write), bounds how many run at once, and keeps their history.
+//! mid-write), bounds how many run at once, keeps their history (journaled,
+//! so it survives a restart), cancels them on request and replays them by
+//! request id.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +18,17 @@ use tracing::Instrument as _;
 use crate::IngestConfig;
 use crate::error::{Error, Result};
 use crate::file_ingest::{self, FileRequest};
+use crate::history::History;
 use crate::pipeline::{self, Context, Target};
 use crate::postgres_ingest::{self, PostgresRequest, ReadOptions};
-use crate::registry::{IngestRecord, Progress, ProgressSnapshot, Registry, State};
+use crate::registry::{
+    CancelOutcome, Failure, IngestRecord, Progress, ProgressSnapshot, Registry, State,
+};
+
+/// How long a request with a request_id waits for the history to load
+/// before it is refused (so a retry can never run an ingest twice because
+/// the first one's record was not read back yet).
+const HISTORY_WAIT: Duration = Duration::from_secs(15);
 
 /// How often a running IngestPostgres streams a progress event.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
@@ -26,6 +36,16 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 /// One event of an IngestPostgres stream.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// What was started; the first event.
+    Started {
+        /// The ingest.
+        ingest_id: String,
+        /// Target dataset.
+        dataset: String,
+        /// True when following an ingest started earlier with the same
+        /// request id.
+        replayed: bool,
+    },
     /// Still running.
     Progress {
         /// The ingest.
@@ -33,8 +53,8 @@ pub enum Event {
         /// Counters.
         progress: ProgressSnapshot,
     },
-    /// Finished successfully; the last event.
-    Finished(IngestRecord),
+    /// Finished, for every outcome; the last event.
+    Finished(Box<IngestRecord>),
 }
 
 /// The ingest service.
@@ -44,16 +64,26 @@ pub struct Ingestor {
     secrets: Arc<dyn SecretsProvider>,
     ctx: Context,
     registry: Registry,
+    history: History,
+    history_loaded: tokio::sync::watch::Sender<bool>,
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl Ingestor {
-    /// A service over the given clients.
-    pub fn new(config: IngestConfig, secrets: Arc<dyn SecretsProvider>, ctx: Context) -> Self {
+    /// A service over the given clients, journaling its history to
+    /// `history`. Call [`Ingestor::load_history`] once to read it back.
+    pub fn new(
+        config: IngestConfig,
+        secrets: Arc<dyn SecretsProvider>,
+        ctx: Context,
+        history: History,
+    ) -> Self {
         Self {
             registry: Registry::new(usize::try_from(config.history).unwrap_or(usize::MAX)),
+            history,
+            history_loaded: tokio::sync::watch::Sender::new(false),
             permits: Arc::new(Semaphore::new(
                 usize::try_from(config.max_concurrent).unwrap_or(1),
             )),
@@ -79,30 +109,140 @@ impl Ingestor {
         &self.registry
     }
 
-    /// Starts a PostgreSQL ingest; the receiver yields progress, then the
-    /// finished ingest or the error. Dropping the receiver cancels it.
-    pub fn ingest_postgres(
+    /// Reads the history journal back into the registry, retrying while
+    /// storage is unreachable (it may start after this service) until
+    /// shutdown. Requests with a request id wait for this.
+    pub async fn load_history(&self) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let limit = usize::try_from(self.config.history).unwrap_or(usize::MAX);
+            match self.history.load(limit).await {
+                Ok(records) => {
+                    let count = records.len();
+                    for record in records {
+                        self.registry.restore(record);
+                    }
+                    self.history_loaded.send_replace(true);
+                    tracing::info!(ingests = count, "ingest history loaded");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "reading the ingest history failed; retrying");
+                }
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Waits (a bounded time) until the journaled history is read back, so
+    /// lists, lookups and replays after a restart see earlier ingests.
+    pub async fn history_ready(&self) -> Result<()> {
+        let mut loaded = self.history_loaded.subscribe();
+        tokio::time::timeout(HISTORY_WAIT, loaded.wait_for(|done| *done))
+            .await
+            .map_err(|_| Error::HistoryNotLoaded)?
+            .map_err(|_| Error::HistoryNotLoaded)?;
+        Ok(())
+    }
+
+    /// The running or committed ingest a retry with `request_id` follows.
+    async fn replay(&self, request_id: &str) -> Result<Option<IngestRecord>> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        self.history_ready().await?;
+        Ok(self.registry.by_request_id(request_id))
+    }
+
+    /// Tells a running ingest to stop.
+    pub fn cancel(&self, ingest_id: &str) -> Result<CancelOutcome> {
+        self.registry
+            .cancel(ingest_id)
+            .ok_or_else(|| Error::NotFound(ingest_id.to_owned()))
+    }
+
+    /// Streams the ingest `record` (started by an earlier request with the
+    /// same request id) to its end.
+    fn follow(self: &Arc<Self>, record: IngestRecord) -> mpsc::Receiver<Event> {
+        let (events, receiver) = mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let id = record.id.clone();
+            if events
+                .send(Event::Started {
+                    ingest_id: id.clone(),
+                    dataset: record.dataset.clone(),
+                    replayed: true,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+            loop {
+                ticker.tick().await;
+                let Some(now) = this.registry.get(&id) else {
+                    return;
+                };
+                if now.state != State::Running {
+                    let _ = events.send(Event::Finished(Box::new(now))).await;
+                    return;
+                }
+                if let Some(progress) = this.registry.progress(&id) {
+                    let _ = events.try_send(Event::Progress {
+                        ingest_id: id.clone(),
+                        progress: progress.snapshot(),
+                    });
+                }
+                if events.is_closed() {
+                    return;
+                }
+            }
+        });
+        receiver
+    }
+
+    /// Starts a PostgreSQL ingest; the receiver yields `Started`, progress,
+    /// then `Finished` for every outcome. Dropping the receiver cancels it.
+    /// A retry with the request id of a running or committed ingest follows
+    /// that one instead.
+    pub async fn ingest_postgres(
         self: &Arc<Self>,
         request: PostgresRequest,
-    ) -> Result<mpsc::Receiver<Result<Event>>> {
+    ) -> Result<mpsc::Receiver<Event>> {
         if self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
         pipeline::validate_dataset(&request.target.dataset)?;
+        if let Some(earlier) = self.replay(&request.target.request_id).await? {
+            return Ok(self.follow(earlier));
+        }
         // DSN and secret problems are the caller's to fix: answer at once.
         let dsn = postgres_ingest::resolve_dsn(&request, self.secrets.as_ref())?;
         let progress = Arc::new(Progress::default());
         let target = request.target.clone();
+        let cancel = self.shutdown.child_token();
+        let record = new_record(&target, dsn.redacted());
         self.registry
-            .start(new_record(&target, dsn.redacted()), progress.clone());
+            .start(record.clone(), progress.clone(), cancel.clone());
+        self.history.record(record).await;
         let (events, receiver) = mpsc::channel(16);
+        let _ = events.try_send(Event::Started {
+            ingest_id: target.ingest_id.clone(),
+            dataset: target.dataset.clone(),
+            replayed: false,
+        });
         let this = self.clone();
         // The task runs under a child of the RPC's span, so every call it
         // makes to storage and the catalog joins the caller's trace: one
         // ingest, one trace.
         let span = tracing::info_span!("ingest_postgres", ingest_id = %target.ingest_id);
         self.tasks.spawn(async move {
-            let cancel = this.shutdown.child_token();
             let work = async {
                 let _permit = this.permit(&cancel).await?;
                 postgres_ingest::run(
@@ -122,10 +262,10 @@ impl Ingestor {
                     result = &mut work => break result,
                     _ = ticker.tick() => {
                         // A slow reader misses progress events, not data.
-                        let _ = events.try_send(Ok(Event::Progress {
+                        let _ = events.try_send(Event::Progress {
                             ingest_id: target.ingest_id.clone(),
                             progress: progress.snapshot(),
-                        }));
+                        });
                     }
                     _ = events.closed(), if !cancel.is_cancelled() => {
                         tracing::info!(ingest_id = %target.ingest_id, "client went away; cancelling the ingest");
@@ -133,18 +273,14 @@ impl Ingestor {
                     }
                 }
             };
-            let record = this.conclude(&target, "IngestPostgres", result).await;
-            let _ = events
-                .send(match record {
-                    Ok(record) => Ok(Event::Finished(record)),
-                    Err(error) => Err(error),
-                })
-                .await;
+            let (record, _) = this.conclude(&target, "IngestPostgres", result).await;
+            let _ = events.send(Event::Finished(Box::new(record))).await;
         }.instrument(span));
         Ok(receiver)
     }
 
-    /// Runs a file ingest over `chunks` to its end.
+    /// Runs a file ingest over `chunks` to its end. A retry with the
+    /// request id of a committed upload returns it without reading `chunks`.
     pub async fn ingest_file<S>(
         self: &Arc<Self>,
         request: FileRequest,
@@ -157,14 +293,23 @@ impl Ingestor {
             return Err(Error::ShuttingDown);
         }
         pipeline::validate_dataset(&request.target.dataset)?;
+        if let Some(earlier) = self.replay(&request.target.request_id).await? {
+            let mut events = self.follow(earlier);
+            while let Some(event) = events.recv().await {
+                if let Event::Finished(record) = event {
+                    return Ok(*record);
+                }
+            }
+            return Err(Error::ShuttingDown);
+        }
         let progress = Arc::new(Progress::default());
         let target = request.target.clone();
-        self.registry.start(
-            new_record(&target, request.file_name.clone()),
-            progress.clone(),
-        );
-        let (done, outcome) = oneshot::channel();
         let cancel = self.shutdown.child_token();
+        let record = new_record(&target, request.file_name.clone());
+        self.registry
+            .start(record.clone(), progress.clone(), cancel.clone());
+        self.history.record(record).await;
+        let (done, outcome) = oneshot::channel();
         // The RPC handler is dropped when the client goes away; the guard
         // then cancels the task, which cleans up instead of vanishing.
         let guard = cancel.clone().drop_guard();
@@ -185,14 +330,15 @@ impl Ingestor {
                     .await
                 }
                 .await;
-                let record = this.conclude(&target, "IngestFile", result).await;
-                let _ = done.send(record);
+                let (record, error) = this.conclude(&target, "IngestFile", result).await;
+                let _ = done.send(match error {
+                    Some(error) => Err(error),
+                    None => Ok(record),
+                });
             }
             .instrument(span),
         );
-        let record = outcome
-            .await
-            .map_err(|_| Error::Internal("the ingest task ended without an outcome".to_owned()))?;
+        let record = outcome.await.map_err(|_| Error::ShuttingDown)?;
         guard.disarm();
         record
     }
@@ -214,35 +360,31 @@ impl Ingestor {
         }
     }
 
-    /// Records the outcome, journals failures, and returns the record.
+    /// Records the outcome in the history (and journals failures); returns
+    /// the finished record and, for a failure, the error.
     async fn conclude(
         &self,
         target: &Target,
         operation: &str,
         result: Result<pipeline::Committed>,
-    ) -> Result<IngestRecord> {
+    ) -> (IngestRecord, Option<Error>) {
         let finished = Utc::now();
-        match result {
+        let (record, error) = match result {
             Ok(committed) => {
-                self.registry.finish(&target.ingest_id, |r| {
+                let record = self.registry.finish(&target.ingest_id, |r| {
                     r.state = State::Succeeded;
                     r.finish_time = Some(finished);
                     r.dataset_version = committed.version;
+                    r.bucket = committed.bucket.clone();
+                    r.split_column = committed.split_column.clone();
                 });
-                let record = self
-                    .registry
-                    .get(&target.ingest_id)
-                    .ok_or_else(|| Error::Internal("the ingest left the history".to_owned()))?;
                 tracing::info!(
-                    ingest_id = %record.id,
-                    dataset = %record.dataset,
-                    rows = record.rows,
-                    bytes = record.bytes,
-                    parts = record.parts,
-                    version = record.dataset_version,
+                    ingest_id = %target.ingest_id,
+                    dataset = %target.dataset,
+                    version = committed.version,
                     "ingest committed"
                 );
-                Ok(record)
+                (record, None)
             }
             Err(error) => {
                 let state = if matches!(error, Error::Cancelled) {
@@ -251,10 +393,20 @@ impl Ingestor {
                     State::Failed
                 };
                 let message = error.client_message();
-                self.registry.finish(&target.ingest_id, |r| {
+                let (reason, metadata) = error.error_info();
+                let failure = Failure {
+                    code: error.code() as i32,
+                    reason: reason.to_owned(),
+                    metadata: metadata
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                };
+                let record = self.registry.finish(&target.ingest_id, |r| {
                     r.state = state;
                     r.finish_time = Some(finished);
                     r.error = message.clone();
+                    r.failure = Some(failure);
                 });
                 tracing::warn!(ingest_id = %target.ingest_id, dataset = %target.dataset, error = %message, "ingest failed; the dataset is unchanged");
                 pipeline::journal_failure(
@@ -265,9 +417,14 @@ impl Ingestor {
                     &error,
                 )
                 .await;
-                Err(error)
+                (record, Some(error))
             }
-        }
+        };
+        // The registry holds every running ingest until it finishes, so the
+        // record is there; the fallback only keeps the types total.
+        let record = record.unwrap_or_else(|| new_record(target, String::new()));
+        self.history.record(record.clone()).await;
+        (record, error)
     }
 
     /// Cancels running ingests (each cleans up) and waits for them, at
@@ -291,6 +448,8 @@ fn new_record(target: &Target, source: String) -> IngestRecord {
     IngestRecord {
         id: target.ingest_id.clone(),
         dataset: target.dataset.clone(),
+        bucket: target.bucket.clone(),
+        request_id: target.request_id.clone(),
         state: State::Running,
         source,
         rows: 0,
@@ -299,6 +458,8 @@ fn new_record(target: &Target, source: String) -> IngestRecord {
         start_time: Utc::now(),
         finish_time: None,
         error: String::new(),
+        failure: None,
         dataset_version: 0,
+        split_column: String::new(),
     }
 }

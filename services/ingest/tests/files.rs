@@ -32,18 +32,37 @@ fn header(
     }
 }
 
-/// Uploads `data` in small chunks (so rows straddle chunks).
-async fn upload(
-    stack: &Stack,
-    head: pb::IngestFileRequest,
-    data: &[u8],
-) -> Result<pb::Ingest, tonic::Status> {
+/// The commit message that ends an upload of `data`.
+fn commit(data: &[u8]) -> pb::IngestFileRequest {
+    pb::IngestFileRequest {
+        part: Some(pb::ingest_file_request::Part::Commit(
+            pb::IngestFileCommit {
+                size_bytes: data.len() as u64,
+                crc32c: crc32c::crc32c(data),
+            },
+        )),
+    }
+}
+
+/// The header, `data` in small chunks (so rows straddle chunks), no commit.
+fn messages(head: pb::IngestFileRequest, data: &[u8]) -> Vec<pb::IngestFileRequest> {
     let mut messages = vec![head];
     messages.extend(data.chunks(7).map(|c| pb::IngestFileRequest {
         part: Some(pb::ingest_file_request::Part::Chunk(
             bytes::Bytes::copy_from_slice(c),
         )),
     }));
+    messages
+}
+
+/// Uploads `data` in small chunks, then its commit.
+async fn upload(
+    stack: &Stack,
+    head: pb::IngestFileRequest,
+    data: &[u8],
+) -> Result<pb::Ingest, tonic::Status> {
+    let mut messages = messages(head, data);
+    messages.push(commit(data));
     stack
         .client()
         .ingest_file(futures::stream::iter(messages))
@@ -301,5 +320,280 @@ async fn parquet_in_every_standard_codec_is_ingested() {
         assert_eq!(names.len(), 3000, "{codec:?}");
         assert_eq!(names[2999], "name 2999", "{codec:?}");
     }
+    stack.shutdown().await;
+}
+
+fn reason(status: &tonic::Status) -> Option<String> {
+    lakehouse_shared::status::error_reason(status)
+}
+
+fn with_request_id(mut head: pb::IngestFileRequest, id: &str) -> pb::IngestFileRequest {
+    if let Some(pb::ingest_file_request::Part::Header(h)) = head.part.as_mut() {
+        h.request_id = id.to_owned();
+    }
+    head
+}
+
+fn with_bucket(
+    mut head: pb::IngestFileRequest,
+    bucket: &str,
+    mode: pb::IngestMode,
+) -> pb::IngestFileRequest {
+    if let Some(pb::ingest_file_request::Part::Header(h)) = head.part.as_mut() {
+        h.bucket = bucket.to_owned();
+        h.mode = mode as i32;
+    }
+    head
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_cut_short_or_corrupted_is_never_committed() {
+    let stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let data = b"id,name\n1,a\n2,b\n3,";
+    // The stream ends without its commit: the last row may be cut.
+    let dataset = unique("cut");
+    let refused = stack
+        .client()
+        .ingest_file(futures::stream::iter(messages(
+            header(&dataset, pb::FileFormat::Csv, csv(true)),
+            data,
+        )))
+        .await
+        .expect_err("no commit, no ingest");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(reason(&refused).as_deref(), Some("UPLOAD_INCOMPLETE"));
+    assert!(stack.catalog.dataset(&dataset).is_none());
+    assert!(
+        stack
+            .catalog
+            .commits
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|c| c.name != dataset)
+    );
+    assert!(stack.files_of(&dataset).is_empty(), "parts were cleaned up");
+
+    // A commit that does not match the bytes received.
+    let dataset = unique("corrupt");
+    let mut sent = messages(header(&dataset, pb::FileFormat::Csv, csv(true)), data);
+    sent.push(commit(b"id,name\n1,a\n2,b\n3,c\n"));
+    let refused = stack
+        .client()
+        .ingest_file(futures::stream::iter(sent))
+        .await
+        .expect_err("mismatch");
+    assert_eq!(
+        reason(&refused).as_deref(),
+        Some("UPLOAD_CORRUPT"),
+        "{refused:?}"
+    );
+    assert!(stack.catalog.dataset(&dataset).is_none());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_upload_is_applied_once_even_after_a_restart() {
+    let mut stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let dataset = unique("retry");
+    let data = b"id,name\n1,a\n2,b\n";
+    let head = || with_request_id(header(&dataset, pb::FileFormat::Csv, csv(true)), "req-7f3a");
+    let first = upload(&stack, head(), data).await.expect("first");
+    // CREATE again would fail; the same request id returns the first ingest.
+    let again = upload(&stack, head(), data).await.expect("retry");
+    assert_eq!(again.ingest_id, first.ingest_id);
+    assert_eq!(again.request_id, "req-7f3a");
+    stack.restart_ingest().await;
+    let after_restart = upload(&stack, head(), data)
+        .await
+        .expect("retry after restart");
+    assert_eq!(after_restart.ingest_id, first.ingest_id);
+    let commits = stack
+        .catalog
+        .commits
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|c| c.name == dataset)
+        .count();
+    assert_eq!(commits, 1, "one commit for three calls");
+    assert_eq!(stack.catalog.dataset(&dataset).expect("ds").version, 1);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_survives_a_restart_and_filters_by_dataset_and_state() {
+    let mut stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let dataset = unique("hist");
+    let good = upload(
+        &stack,
+        header(&dataset, pb::FileFormat::Csv, csv(true)),
+        b"id\n1\n2\n",
+    )
+    .await
+    .expect("good");
+    assert_eq!(good.rows, 2, "{good:?}");
+    // CREATE of an existing dataset fails.
+    upload(
+        &stack,
+        header(&dataset, pb::FileFormat::Csv, csv(true)),
+        b"id\n3\n",
+    )
+    .await
+    .expect_err("exists");
+    stack.restart_ingest().await;
+    let mut client = stack.client();
+    let list = |state: pb::IngestState, page_token: String| pb::ListIngestsRequest {
+        dataset: dataset.clone(),
+        page_size: 1,
+        page_token,
+        state: state as i32,
+    };
+    let all = client
+        .list_ingests(list(pb::IngestState::Unspecified, String::new()))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(all.ingests.len(), 1);
+    assert_eq!(
+        all.ingests[0].state,
+        pb::IngestState::Failed as i32,
+        "newest first"
+    );
+    let failed = &all.ingests[0];
+    let status = failed
+        .status
+        .as_ref()
+        .expect("a finished ingest has a status");
+    assert_eq!(status.code, Code::AlreadyExists as i32, "{status:?}");
+    // The token is bound to the filters.
+    let reused = client
+        .list_ingests(list(
+            pb::IngestState::Succeeded,
+            all.next_page_token.clone(),
+        ))
+        .await
+        .expect_err("other filters");
+    assert_eq!(reused.code(), Code::InvalidArgument);
+    let rest = client
+        .list_ingests(list(pb::IngestState::Unspecified, all.next_page_token))
+        .await
+        .expect("page 2")
+        .into_inner();
+    assert_eq!(rest.ingests.len(), 1);
+    assert_eq!(rest.ingests[0].ingest_id, good.ingest_id);
+    assert!(rest.next_page_token.is_empty(), "no empty last page");
+    let succeeded = client
+        .list_ingests(list(pb::IngestState::Succeeded, String::new()))
+        .await
+        .expect("succeeded")
+        .into_inner();
+    assert_eq!(
+        succeeded
+            .ingests
+            .iter()
+            .map(|i| i.ingest_id.as_str())
+            .collect::<Vec<_>>(),
+        [good.ingest_id.as_str()]
+    );
+    let got = client
+        .get_ingest(pb::GetIngestRequest {
+            ingest_id: good.ingest_id.clone(),
+        })
+        .await
+        .expect("get after restart")
+        .into_inner()
+        .ingest
+        .expect("ingest");
+    assert_eq!((got.rows, got.dataset_version), (2, 1));
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parts_go_to_the_datasets_bucket_and_unknown_buckets_are_refused() {
+    let stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let dataset = unique("bkt");
+    let data = b"id\n1\n";
+    let created = upload(
+        &stack,
+        with_bucket(
+            header(&dataset, pb::FileFormat::Csv, csv(true)),
+            "other",
+            pb::IngestMode::Create,
+        ),
+        data,
+    )
+    .await
+    .expect("create in other");
+    assert_eq!(created.bucket, "other");
+    // APPEND without a bucket goes to the dataset's bucket, not the default.
+    let appended = upload(
+        &stack,
+        with_bucket(
+            header(&dataset, pb::FileFormat::Csv, csv(true)),
+            "",
+            pb::IngestMode::Append,
+        ),
+        data,
+    )
+    .await
+    .expect("append");
+    assert_eq!(appended.bucket, "other");
+    assert!(
+        stack.files_of(&dataset).is_empty(),
+        "nothing in the default bucket"
+    );
+    let in_other = lakehouse_shared::testing::files_under(
+        &stack
+            .dir
+            .path()
+            .join("other")
+            .join("datasets")
+            .join(&dataset),
+    );
+    assert_eq!(in_other.len(), 2, "{in_other:?}");
+    let commits: Vec<String> = stack
+        .catalog
+        .commits
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|c| c.name == dataset)
+        .map(|c| c.bucket.clone())
+        .collect();
+    assert_eq!(commits, ["other", "other"]);
+    // Naming another bucket for an existing dataset is refused.
+    let refused = upload(
+        &stack,
+        with_bucket(
+            header(&dataset, pb::FileFormat::Csv, csv(true)),
+            "main",
+            pb::IngestMode::Append,
+        ),
+        data,
+    )
+    .await
+    .expect_err("mismatch");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(reason(&refused).as_deref(), Some("BUCKET_MISMATCH"));
+    // An unknown bucket is refused, naming the known ones.
+    let refused = upload(
+        &stack,
+        with_bucket(
+            header(&unique("nob"), pb::FileFormat::Csv, csv(true)),
+            "nope",
+            pb::IngestMode::Create,
+        ),
+        data,
+    )
+    .await
+    .expect_err("unknown bucket");
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    assert_eq!(reason(&refused).as_deref(), Some("BUCKET_NOT_FOUND"));
+    assert!(
+        refused.message().contains("main") && refused.message().contains("other"),
+        "{}",
+        refused.message()
+    );
     stack.shutdown().await;
 }

@@ -372,6 +372,9 @@ async fn cancel_midway_leaves_no_dataset_and_no_parts() {
                     break p.ingest_id;
                 }
             }
+            Some(pb::IngestPostgresResponse {
+                event: Some(pb::ingest_postgres_response::Event::Started(_)),
+            }) => {}
             other => panic!("the ingest ended before it could be cancelled: {other:?}"),
         }
     };
@@ -529,6 +532,7 @@ async fn modes_create_append_replace() {
             dataset: dataset.clone(),
             page_size: 10,
             page_token: listed.next_page_token,
+            ..Default::default()
         })
         .await
         .expect("list")
@@ -714,5 +718,175 @@ async fn pgvector_columns_become_fixed_size_lists() {
         DataType::List(_)
     ));
     let _ = conn.close().await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_ingest_splits_on_the_integer_primary_key_by_default() {
+    let Some(url) = pg_url("parallel_ingest_splits_on_the_integer_primary_key_by_default").await
+    else {
+        return;
+    };
+    let table = unique("pk");
+    let bare = unique("nopk");
+    pg_exec(
+        &url,
+        &format!(
+            "CREATE TABLE {table} (code int8 PRIMARY KEY, v text); INSERT INTO {table} SELECT g, 'v' || g FROM generate_series(1, 20000) g;
+             CREATE TABLE {bare} AS SELECT g AS id FROM generate_series(1, 10) g;"
+        ),
+    )
+    .await;
+    let stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let ingest = run_ingest(
+        &mut stack.client(),
+        pb::IngestPostgresRequest {
+            parallelism: 3,
+            ..table_request(&unique("pk"), &url, &table)
+        },
+    )
+    .await
+    .1
+    .expect("parallel ingest without split_column");
+    assert_eq!(ingest.rows, 20_000);
+    assert_eq!(ingest.split_column, "code", "the ingest says which column");
+    // Without an integer primary key the error says what to set.
+    let refused = run_ingest(
+        &mut stack.client(),
+        pb::IngestPostgresRequest {
+            parallelism: 2,
+            ..table_request(&unique("nopk"), &url, &bare)
+        },
+    )
+    .await
+    .1
+    .expect_err("no key to split on");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("split_column"),
+        "{}",
+        refused.message()
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_ingest_ends_the_stream_cancelled_and_commits_nothing() {
+    let Some(url) = pg_url("cancel_ingest_ends_the_stream_cancelled_and_commits_nothing").await
+    else {
+        return;
+    };
+    let stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let dataset = unique("cancel");
+    // About 10 s of rows, each behind a short sleep.
+    let request = pb::IngestPostgresRequest {
+        source: Some(pb::ingest_postgres_request::Source::Query(
+            "SELECT g AS id FROM generate_series(1, 2000) g WHERE pg_sleep(0.005) IS NOT NULL"
+                .to_owned(),
+        )),
+        ..table_request(&dataset, &url, "unused")
+    };
+    let mut client = stack.client();
+    let mut stream = client
+        .ingest_postgres(request)
+        .await
+        .expect("started")
+        .into_inner();
+    let first = stream.message().await.expect("message").expect("first");
+    let Some(pb::ingest_postgres_response::Event::Started(started)) = first.event else {
+        panic!("the first message is started: {first:?}");
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let cancelled = stack
+        .client()
+        .cancel_ingest(pb::CancelIngestRequest {
+            ingest_id: started.ingest_id.clone(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert!(cancelled.cancelled);
+    let mut finished = None;
+    while let Some(message) = stream.message().await.expect("stream ends cleanly") {
+        if let Some(pb::ingest_postgres_response::Event::Finished(f)) = message.event {
+            finished = Some(f);
+        }
+    }
+    let finished = finished.expect("a finished message");
+    let status = finished.status.expect("status");
+    assert_eq!(status.code, Code::Cancelled as i32, "{status:?}");
+    let ingest = finished.ingest.expect("ingest");
+    assert_eq!(ingest.state, pb::IngestState::Cancelled as i32);
+    assert!(
+        stack.catalog.dataset(&dataset).is_none(),
+        "nothing committed"
+    );
+    // A second cancel is a no-op that says so; an unknown id is NOT_FOUND.
+    let again = stack
+        .client()
+        .cancel_ingest(pb::CancelIngestRequest {
+            ingest_id: started.ingest_id,
+        })
+        .await
+        .expect("cancel again")
+        .into_inner();
+    assert!(!again.cancelled);
+    let unknown = stack
+        .client()
+        .cancel_ingest(pb::CancelIngestRequest {
+            ingest_id: "nope".into(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_ingest_ends_its_stream_with_a_finished_status_and_a_retry_runs_again() {
+    let Some(url) =
+        pg_url("a_failed_ingest_ends_its_stream_with_a_finished_status_and_a_retry_runs_again")
+            .await
+    else {
+        return;
+    };
+    let stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let table = unique("later");
+    let dataset = unique("later");
+    let request = pb::IngestPostgresRequest {
+        request_id: "retry-after-fix".into(),
+        ..table_request(&dataset, &url, &table)
+    };
+    // run_ingest checks started → finished and returns the finished status.
+    let failed = run_ingest(&mut stack.client(), request.clone())
+        .await
+        .1
+        .expect_err("no such table yet");
+    assert_eq!(failed.code(), Code::NotFound, "{failed:?}");
+    assert_eq!(
+        lakehouse_shared::status::error_reason(&failed).as_deref(),
+        Some("SOURCE_SQL_ERROR")
+    );
+    // A failed ingest changed nothing: the same request id runs it again.
+    pg_exec(&url, &format!("CREATE TABLE {table} AS SELECT 1 AS id")).await;
+    let done = run_ingest(&mut stack.client(), request.clone())
+        .await
+        .1
+        .expect("runs again");
+    assert_eq!(done.rows, 1);
+    // And now a retry replays the committed one.
+    let mut stream = stack
+        .client()
+        .ingest_postgres(request)
+        .await
+        .expect("replay")
+        .into_inner();
+    let first = stream.message().await.expect("msg").expect("first");
+    let Some(pb::ingest_postgres_response::Event::Started(started)) = first.event else {
+        panic!("started first: {first:?}");
+    };
+    assert!(started.replayed);
+    assert_eq!(started.ingest_id, done.ingest_id);
+    assert_eq!(stack.catalog.dataset(&dataset).expect("ds").version, 1);
     stack.shutdown().await;
 }

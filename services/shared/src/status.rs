@@ -57,6 +57,34 @@ pub fn with_error_info(
     )
 }
 
+/// [`with_error_info`] for metadata read back from a journal (owned keys).
+pub fn with_recorded_error_info(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt as _};
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    tonic::Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+/// Every `ErrorInfo` metadata entry of a status (empty without one).
+pub fn error_info_metadata(status: &tonic::Status) -> std::collections::BTreeMap<String, String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_error_info()
+        .map(|info| info.metadata.into_iter().collect())
+        .unwrap_or_default()
+}
+
 /// The `ErrorInfo` reason of a status, if it carries one.
 pub fn error_reason(status: &tonic::Status) -> Option<String> {
     use tonic_types::StatusExt as _;

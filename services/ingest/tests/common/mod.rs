@@ -75,6 +75,7 @@ pub struct Committed {
     pub files: Vec<catalog::DataFile>,
     pub schema: Option<catalog::Schema>,
     pub lineage: Option<catalog::Lineage>,
+    pub bucket: String,
 }
 
 /// A catalog with the real CommitFiles version semantics, in memory.
@@ -115,6 +116,7 @@ impl CatalogService for FakeCatalog {
                 version: found.version,
                 lineage: found.lineage,
                 file_count: found.files.len() as u64,
+                bucket: found.bucket,
                 ..Default::default()
             }),
         }))
@@ -162,6 +164,7 @@ impl CatalogService for FakeCatalog {
             files,
             schema: request.schema.clone(),
             lineage: request.lineage.clone(),
+            bucket: request.bucket.clone(),
         };
         datasets.insert(request.name.clone(), committed.clone());
         Ok(Response::new(catalog::CommitFilesResponse {
@@ -193,10 +196,13 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     pub storage_addr: String,
     pub ingest_addr: String,
+    pub catalog_addr: String,
     pub catalog: FakeCatalog,
     pub storage: Arc<Storage>,
     runtime: Option<IngestRuntime>,
     stop: CancellationToken,
+    config: IngestConfig,
+    secrets: Arc<dyn SecretsProvider>,
 }
 
 impl Drop for Stack {
@@ -209,8 +215,9 @@ impl Stack {
     pub async fn start(config: IngestConfig, secrets: Arc<dyn SecretsProvider>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let toml = format!(
-            "default_bucket = \"main\"\n[buckets.main]\nbackend = \"local\"\npath = \"{}\"\n",
-            dir.path().join("bucket").display()
+            "default_bucket = \"main\"\n[buckets.main]\nbackend = \"local\"\npath = \"{}\"\n[buckets.other]\nbackend = \"local\"\npath = \"{}\"\n",
+            dir.path().join("bucket").display(),
+            dir.path().join("other").display()
         );
         let file = BucketsFile::parse(&toml).expect("buckets");
         let registry = BucketRegistry::build(&file, &StaticSecrets::default()).expect("registry");
@@ -232,7 +239,7 @@ impl Stack {
         )
         .await;
 
-        let runtime = IngestRuntime::start(&config, secrets, &storage_addr, &catalog_addr)
+        let runtime = IngestRuntime::start(&config, secrets.clone(), &storage_addr, &catalog_addr)
             .await
             .expect("ingest runtime");
         let ingest_addr = serve_on_loopback(
@@ -244,11 +251,36 @@ impl Stack {
             dir,
             storage_addr,
             ingest_addr,
+            catalog_addr,
             catalog,
             storage,
             runtime: Some(runtime),
             stop,
+            config,
+            secrets,
         }
+    }
+
+    /// Stops the ingest service and starts a new one (new port) over the
+    /// same storage and catalog, as a process restart would.
+    pub async fn restart_ingest(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown().await;
+        }
+        let runtime = IngestRuntime::start(
+            &self.config,
+            self.secrets.clone(),
+            &self.storage_addr,
+            &self.catalog_addr,
+        )
+        .await
+        .expect("ingest runtime");
+        self.ingest_addr = serve_on_loopback(
+            GrpcServer::new(server_config()).add_service(runtime.service(64 << 20)),
+            &self.stop,
+        )
+        .await;
+        self.runtime = Some(runtime);
     }
 
     pub fn client(&self) -> lakehouse_client::IngestClient {
@@ -291,7 +323,9 @@ pub fn table_request(dataset: &str, dsn: &str, table: &str) -> pb::IngestPostgre
 }
 
 /// Runs an IngestPostgres to its end: the progress events and the final
-/// ingest, or the error status.
+/// ingest, or the error status (refused at once, or the `finished` status).
+/// Checks the stream contract on the way: `started` first, naming the
+/// ingest that `finished` reports.
 pub async fn run_ingest(
     client: &mut lakehouse_client::IngestClient,
     request: pb::IngestPostgresRequest,
@@ -301,19 +335,46 @@ pub async fn run_ingest(
         Ok(response) => response.into_inner(),
         Err(status) => return (progress, Err(status)),
     };
+    let mut started: Option<pb::IngestStarted> = None;
     loop {
         match stream.message().await {
             Ok(Some(pb::IngestPostgresResponse {
-                event: Some(pb::ingest_postgres_response::Event::Progress(p)),
-            })) => progress.push(p),
+                event: Some(pb::ingest_postgres_response::Event::Started(s)),
+            })) => {
+                assert!(started.is_none(), "a second started message");
+                started = Some(s);
+            }
             Ok(Some(pb::IngestPostgresResponse {
-                event: Some(pb::ingest_postgres_response::Event::Ingest(i)),
-            })) => return (progress, Ok(i)),
+                event: Some(pb::ingest_postgres_response::Event::Progress(p)),
+            })) => {
+                assert!(started.is_some(), "progress before started");
+                progress.push(p);
+            }
+            Ok(Some(pb::IngestPostgresResponse {
+                event: Some(pb::ingest_postgres_response::Event::Finished(f)),
+            })) => {
+                let started = started.expect("finished before started");
+                let ingest = f.ingest.expect("finished carries the ingest");
+                assert_eq!(ingest.ingest_id, started.ingest_id);
+                assert!(
+                    stream.message().await.ok().flatten().is_none(),
+                    "finished is the last message"
+                );
+                let status = f.status.expect("finished carries a status");
+                return if status.code == 0 {
+                    (progress, Ok(ingest))
+                } else {
+                    (
+                        progress,
+                        Err(lakehouse_shared::status::from_rpc_status(&status)),
+                    )
+                };
+            }
             Ok(Some(_)) => {}
             Ok(None) => {
                 return (
                     progress,
-                    Err(Status::internal("stream ended without an ingest")),
+                    Err(Status::internal("stream ended without a finished message")),
                 );
             }
             Err(status) => return (progress, Err(status)),

@@ -40,6 +40,7 @@ pub const SCOPE_TABLE: &[(&str, Scope)] = &[
     ("/lakehouse.ingest.v1.IngestService/IngestFile", Write),
     ("/lakehouse.ingest.v1.IngestService/ListIngests", Read),
     ("/lakehouse.ingest.v1.IngestService/GetIngest", Read),
+    ("/lakehouse.ingest.v1.IngestService/CancelIngest", Write),
     // Vector: indexes.
     ("/lakehouse.vector.v1.VectorService/CreateIndex", Write),
     ("/lakehouse.vector.v1.VectorService/RebuildIndex", Write),
