@@ -143,45 +143,48 @@ impl TryFrom<RawBucketsFile> for BucketsFile {
                 ];
                 match given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
                     Some((key, _)) => Err(format!(
-                        "bucket {name:?}: `{key}` does not apply to backend {:?}",
+                        "bucket `{name}`: `{key}` does not apply to backend `{:?}`",
                         b.backend
                     )),
                     None => Ok(()),
                 }
             };
-            let backend =
-                match b.backend {
-                    BackendKind::Local => {
-                        only(&["path"])?;
-                        let path = b.path.clone().ok_or_else(|| {
-                            format!("bucket {name:?}: local backend needs `path`")
-                        })?;
-                        BackendConfig::Local { path }
-                    }
-                    BackendKind::Memory => {
-                        only(&[])?;
-                        BackendConfig::Memory
-                    }
-                    BackendKind::S3 => {
-                        let connect_timeout = match &b.connect_timeout {
-                            Some(text) => humantime::parse_duration(text).map_err(|e| {
-                                format!("bucket {name:?}: connect_timeout {text:?}: {e}")
+            let backend = match b.backend {
+                BackendKind::Local => {
+                    only(&["path"])?;
+                    let path = b
+                        .path
+                        .clone()
+                        .ok_or_else(|| format!("bucket `{name}`: local backend needs `path`"))?;
+                    BackendConfig::Local { path }
+                }
+                BackendKind::Memory => {
+                    only(&[])?;
+                    BackendConfig::Memory
+                }
+                BackendKind::S3 => {
+                    let connect_timeout = match &b.connect_timeout {
+                            Some(text) => humantime::parse_duration(text).map_err(|_| {
+                                format!(
+                                    "bucket `{name}`: connect_timeout is not a duration such as `3s` or `500ms`"
+                                )
                             })?,
                             None => Duration::from_secs(3),
                         };
-                        BackendConfig::S3 {
-                            endpoint: b.endpoint.clone(),
-                            region: b.region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
-                            bucket: b.bucket.clone().ok_or_else(|| {
-                                format!("bucket {name:?}: s3 backend needs `bucket`")
-                            })?,
-                            path_style: b.path_style.unwrap_or(true),
-                            credentials: b.credentials.clone(),
-                            connect_timeout,
-                            max_retries: b.max_retries.unwrap_or(2),
-                        }
+                    BackendConfig::S3 {
+                        endpoint: b.endpoint.clone(),
+                        region: b.region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+                        bucket: b
+                            .bucket
+                            .clone()
+                            .ok_or_else(|| format!("bucket `{name}`: s3 backend needs `bucket`"))?,
+                        path_style: b.path_style.unwrap_or(true),
+                        credentials: b.credentials.clone(),
+                        connect_timeout,
+                        max_retries: b.max_retries.unwrap_or(2),
                     }
-                };
+                }
+            };
             buckets.insert(
                 name,
                 BucketConfig {
@@ -213,8 +216,15 @@ impl BucketsFile {
     }
 
     /// Parses and validates buckets-file text.
+    ///
+    /// The error names the line and column and what is wrong, but never
+    /// quotes the file: toml's own rendering prints the offending line, and a
+    /// secret pasted into the file by mistake (an inline
+    /// `secret_access_key = "..."`) would end up in the start-up output and
+    /// the logs. Values inside the message (serde's `invalid type: string
+    /// "..."`, an unknown backend name) are hidden for the same reason.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|error| describe_toml_error(&error, text))
     }
 
     /// The embedded default: one local bucket under the data folder.
@@ -238,7 +248,7 @@ impl BucketsFile {
     fn validate(&self) -> std::result::Result<(), String> {
         if !self.buckets.contains_key(&self.default_bucket) {
             return Err(format!(
-                "default_bucket {:?} is not among the buckets ({})",
+                "default_bucket `{}` is not among the buckets ({})",
                 self.default_bucket,
                 self.names()
             ));
@@ -250,16 +260,16 @@ impl BucketsFile {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
             {
                 return Err(format!(
-                    "bucket name {name:?} may only hold letters, digits, '-', '_' and '.'"
+                    "bucket name `{name}` may only hold letters, digits, '-', '_' and '.'"
                 ));
             }
             if let Some(rescue) = &bucket.rescue_bucket {
                 if rescue == name {
-                    return Err(format!("bucket {name:?} cannot be its own rescue bucket"));
+                    return Err(format!("bucket `{name}` cannot be its own rescue bucket"));
                 }
                 if !self.buckets.contains_key(rescue) {
                     return Err(format!(
-                        "bucket {name:?} names rescue bucket {rescue:?}, which is not among the buckets ({})",
+                        "bucket `{name}` names rescue bucket `{rescue}`, which is not among the buckets ({})",
                         self.names()
                     ));
                 }
@@ -271,6 +281,55 @@ impl BucketsFile {
     fn names(&self) -> String {
         self.buckets.keys().cloned().collect::<Vec<_>>().join(", ")
     }
+}
+
+/// A toml error as "line L, column C: message", without any of the file's
+/// text (see [`BucketsFile::parse`]).
+fn describe_toml_error(error: &toml::de::Error, text: &str) -> String {
+    let message = hide_values(error.message().trim());
+    let message = message.replace('\n', "; ");
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .map_or(1, |current| current.chars().count() + 1);
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Replaces what a deserializer quoted from the file — `"..."` strings and
+/// the name after "unknown variant" — with a placeholder. Field names and
+/// the expected alternatives (in backticks) stay: they are ours, not the
+/// file's values.
+fn hide_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(['"', '`']) {
+        out.push_str(&rest[..at]);
+        let quote = &rest[at..=at];
+        let after = &rest[at + 1..];
+        let (inner, next) = match after.find(quote) {
+            Some(end) => (&after[..end], &after[end + 1..]),
+            None => (after, ""),
+        };
+        if quote == "`" && !out.ends_with("variant ") {
+            out.push('`');
+            out.push_str(inner);
+            out.push('`');
+        } else {
+            out.push_str(quote);
+            out.push_str("(value hidden)");
+            out.push_str(quote);
+        }
+        rest = next;
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -326,6 +385,69 @@ mod tests {
         )
         .expect_err("inline secrets are not a field");
         assert!(error.contains("secret_access_key"), "{error}");
+        assert!(error.contains("line 6"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    /// Issue 11, item 10: a secret pasted into the file must not be echoed
+    /// by the error that a syntax error elsewhere, or on its own line, causes.
+    #[test]
+    fn parse_errors_do_not_echo_the_file() {
+        let secret = "sekrit-value";
+        let cases = [
+            // A syntax error on another line (an unclosed table header).
+            (
+                format!(
+                    "default_bucket = \"lake\"\n[buckets.lake]\nbackend = \"s3\"\nbucket = \"b\"\nsecret_access_key = \"{secret}\"\n[buckets.rescue\n"
+                ),
+                6,
+            ),
+            // A syntax error on the secret's own line (no closing quote).
+            (
+                format!(
+                    "default_bucket = \"lake\"\n[buckets.lake]\nbackend = \"s3\"\nsecret_access_key = \"{secret}\n"
+                ),
+                4,
+            ),
+            // The secret pasted as the value of a known field.
+            (
+                format!(
+                    "default_bucket = \"lake\"\n[buckets.lake]\nbackend = \"s3\"\nbucket = \"b\"\nmax_retries = \"{secret}\"\n"
+                ),
+                5,
+            ),
+            (
+                format!("default_bucket = \"lake\"\n[buckets.lake]\nbackend = \"{secret}\"\n"),
+                3,
+            ),
+            (
+                format!(
+                    "default_bucket = \"lake\"\n[buckets.lake]\nbackend = \"s3\"\nbucket = \"b\"\nconnect_timeout = \"{secret}\"\n"
+                ),
+                0,
+            ),
+        ];
+        for (text, line) in cases {
+            let error = BucketsFile::parse(&text).expect_err("invalid");
+            assert!(!error.contains(secret), "echoes the secret: {error}");
+            if line > 0 {
+                assert!(error.contains(&format!("line {line},")), "{error}");
+            }
+            assert!(error.len() > 20, "says what is wrong: {error}");
+        }
+        // Through load (the start-up path), the whole error text.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("buckets.toml");
+        std::fs::write(&path, cases_first(secret)).expect("write");
+        let error = BucketsFile::load(&path).expect_err("invalid").to_string();
+        assert!(!error.contains(secret), "{error}");
+        assert!(error.contains("line 5"), "{error}");
+    }
+
+    fn cases_first(secret: &str) -> String {
+        format!(
+            "default_bucket = \"lake\"\n[buckets.lake]\nbackend = \"s3\"\nbucket = \"b\"\nsecret_access_key = \"{secret}\" x\n"
+        )
     }
 
     #[test]
@@ -338,6 +460,6 @@ mod tests {
             "default_bucket = \"a\"\n[buckets.a]\nbackend = \"memory\"\nrescue_bucket = \"b\"\n",
         )
         .expect_err("unknown rescue");
-        assert!(error.contains("\"b\""), "{error}");
+        assert!(error.contains("`b`"), "{error}");
     }
 }

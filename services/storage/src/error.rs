@@ -85,6 +85,27 @@ pub enum Error {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 
+    /// A write or delete under the reserved `_lakehouse/` prefix, which
+    /// holds what the services write themselves (the error journal, append
+    /// logs, the audit journal): a client that overwrote or deleted those
+    /// objects would erase the record of failures and calls.
+    #[error(
+        "key {key:?} is under the reserved prefix `{prefix}/`, which holds the error journal, append logs and the audit journal; only the services write there (read it with GetObject, ListObjects or ListErrors)",
+        prefix = crate::keys::RESERVED_PREFIX
+    )]
+    ReservedKey {
+        /// The key, shortened if long.
+        key: String,
+    },
+
+    /// A page token this server did not issue, or issued for other filters.
+    #[error(transparent)]
+    PageToken(#[from] lakehouse_shared::paging::PageTokenError),
+
+    /// A negative page size.
+    #[error(transparent)]
+    PageSize(#[from] lakehouse_shared::paging::NegativePageSize),
+
     /// The object does not exist.
     #[error("object {key:?} not found in bucket {bucket}")]
     NotFound {
@@ -151,7 +172,10 @@ impl From<Error> for Status {
             Error::InvalidKey { .. }
             | Error::InvalidRange(_)
             | Error::InvalidRequest(_)
+            | Error::PageToken(_)
+            | Error::PageSize(_)
             | Error::SizeMismatch { .. } => Code::InvalidArgument,
+            Error::ReservedKey { .. } => Code::PermissionDenied,
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::RangeNotSatisfiable(_) => Code::OutOfRange,
             Error::UploadInterrupted { .. } => Code::Cancelled,
@@ -202,6 +226,18 @@ fn error_info(error: &Error, code: Code) -> (&'static str, Vec<(&'static str, St
         Error::InvalidRange(_) => ("INVALID_RANGE", vec![]),
         Error::RangeNotSatisfiable(_) => ("RANGE_NOT_SATISFIABLE", vec![]),
         Error::InvalidRequest(_) => ("INVALID_ARGUMENT", vec![]),
+        Error::ReservedKey { key } => (
+            "RESERVED_KEY",
+            vec![
+                ("key", key.clone()),
+                (
+                    "reserved_prefix",
+                    format!("{}/", crate::keys::RESERVED_PREFIX),
+                ),
+            ],
+        ),
+        Error::PageToken(_) => ("INVALID_PAGE_TOKEN", vec![]),
+        Error::PageSize(_) => ("INVALID_PAGE_SIZE", vec![]),
         Error::SizeMismatch {
             key,
             expected,

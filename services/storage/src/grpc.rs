@@ -12,18 +12,16 @@ use lakehouse_proto::storage::v1::{self as pb, storage_service_server::StorageSe
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use lakehouse_shared::paging::{decode_token as decode_page_token, encode_token};
+use lakehouse_shared::auth::{Caller, INTERNAL_WRITER_HEADER, SERVICE_TOKEN};
+use lakehouse_shared::paging::{self, PageToken, PageTokenError};
 use lakehouse_shared::time::to_proto as timestamp;
 
 use crate::journal::{ErrorFilter, ErrorRecord};
-use crate::objects::{DEFAULT_PAGE_SIZE, ObjectRange, PutOptions};
+use crate::objects::{ObjectRange, PutOptions};
 use crate::registry::Backend;
 use crate::{Error, RESCUE_METADATA_KEY, Storage};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Default and largest page of ListErrors.
-const ERRORS_PAGE: (usize, usize) = (100, 1000);
 
 /// Implements `lakehouse.storage.v1.StorageService`.
 #[derive(Debug, Clone)]
@@ -53,15 +51,22 @@ fn object_meta(bucket: &str, meta: &object_store::ObjectMeta) -> pb::ObjectMeta 
     }
 }
 
-fn page_size(requested: i32, (default, max): (usize, usize)) -> usize {
-    match usize::try_from(requested) {
-        Ok(0) | Err(_) => default,
-        Ok(n) => n.min(max),
+/// Whether the caller may write or delete under the reserved `_lakehouse/`
+/// prefix: with authentication on, only with the service token; with it
+/// off, only the services' own object-store writers, which mark their calls
+/// with [`INTERNAL_WRITER_HEADER`].
+///
+/// The services' writers there are the error journal (in-process, never
+/// through this adapter), and the audit journal and ingest history of a
+/// process that is not the storage service, which flush through
+/// `GrpcObjectStore` — that is, PutObject and DeleteObject. Matching on the
+/// caller rather than on sub-prefixes keeps one rule for every present and
+/// future append log.
+fn may_write_reserved<T>(request: &Request<T>) -> bool {
+    match request.extensions().get::<Caller>() {
+        Some(caller) => &*caller.token == SERVICE_TOKEN,
+        None => request.metadata().contains_key(INTERNAL_WRITER_HEADER),
     }
-}
-
-fn decode_token(token: &str) -> Result<Option<String>, Status> {
-    decode_page_token(token).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn with_rescue_metadata<T>(mut response: Response<T>, rescue: Option<&str>) -> Response<T> {
@@ -199,6 +204,7 @@ impl StorageService for StorageGrpc {
         &self,
         request: Request<Streaming<pb::PutObjectRequest>>,
     ) -> Result<Response<pb::PutObjectResponse>, Status> {
+        let reserved_ok = may_write_reserved(&request);
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
             Some(pb::PutObjectRequest {
@@ -218,6 +224,9 @@ impl StorageService for StorageGrpc {
             create_only,
             require_commit,
         } = header;
+        if !reserved_ok {
+            crate::keys::refuse_reserved(&key)?;
+        }
         let chunks = upload_chunks(stream, key.clone(), require_commit);
         let options = PutOptions {
             expected_size,
@@ -305,16 +314,20 @@ impl StorageService for StorageGrpc {
                 .into());
             }
         };
-        let after = decode_token(&page_token)?;
-        let size = page_size(
-            requested,
-            (DEFAULT_PAGE_SIZE, crate::objects::MAX_PAGE_SIZE),
-        );
+        let bucket = self.storage.registry().get(&bucket)?.name.clone();
+        let filters = [bucket.as_str(), prefix.as_str(), delimiter.as_str()];
+        let after = PageToken::decode(&page_token, &filters).map_err(Error::from)?;
+        let size = paging::page_size(requested).map_err(Error::from)?;
         let page = self
             .storage
-            .list(&bucket, &prefix, delimited, size, after.as_deref())
+            .list(
+                &bucket,
+                &prefix,
+                delimited,
+                size,
+                after.as_ref().map(|t| t.after.as_str()),
+            )
             .await?;
-        let bucket = self.storage.registry().get(&bucket)?.name.clone();
         Ok(Response::new(pb::ListObjectsResponse {
             objects: page
                 .objects
@@ -325,7 +338,7 @@ impl StorageService for StorageGrpc {
             next_page_token: page
                 .next_after
                 .as_deref()
-                .map(encode_token)
+                .map(|after| PageToken::encode(after, &filters))
                 .unwrap_or_default(),
         }))
     }
@@ -334,7 +347,11 @@ impl StorageService for StorageGrpc {
         &self,
         request: Request<pb::DeleteObjectRequest>,
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
+        let reserved_ok = may_write_reserved(&request);
         let pb::DeleteObjectRequest { bucket, key } = request.into_inner();
+        if !reserved_ok {
+            crate::keys::refuse_reserved(&key)?;
+        }
         self.storage.delete(&bucket, &key).await?;
         Ok(Response::new(pb::DeleteObjectResponse {}))
     }
@@ -379,18 +396,29 @@ impl StorageService for StorageGrpc {
             page_size: requested,
             page_token,
         } = request.into_inner();
+        let since_text = since
+            .as_ref()
+            .map(|t| format!("{}.{:09}", t.seconds, t.nanos))
+            .unwrap_or_default();
+        let filters = [bucket.as_str(), service.as_str(), since_text.as_str()];
         let filter = ErrorFilter {
-            bucket: (!bucket.is_empty()).then_some(bucket),
-            service: (!service.is_empty()).then_some(service),
+            bucket: (!bucket.is_empty()).then(|| bucket.clone()),
+            service: (!service.is_empty()).then(|| service.clone()),
             since: since.as_ref().map(from_timestamp).transpose()?,
         };
-        let offset: usize = match decode_token(&page_token)? {
+        // The position is the count of matching entries already served:
+        // the journal only grows, oldest first, and compaction keeps the
+        // order, so it stays valid between pages.
+        let offset: usize = match PageToken::decode(&page_token, &filters).map_err(Error::from)? {
             None => 0,
-            Some(text) => text.parse().map_err(|_| {
-                Status::invalid_argument(lakehouse_shared::paging::InvalidPageToken.to_string())
-            })?,
+            Some(token) => token
+                .after
+                .parse()
+                .map_err(|_| Error::PageToken(PageTokenError::Invalid))?,
         };
-        let size = page_size(requested, ERRORS_PAGE);
+        let size = paging::page_size(requested).map_err(Error::from)?;
+        // Every page reads the whole journal: the append log has no index
+        // by position (see ErrorJournal::list).
         let records = self.storage.journal().list(&filter).await;
         let end = offset.saturating_add(size).min(records.len());
         let errors = records
@@ -408,7 +436,7 @@ impl StorageService for StorageGrpc {
             })
             .collect();
         let next_page_token = if end < records.len() {
-            encode_token(&end.to_string())
+            PageToken::encode(&end.to_string(), &filters)
         } else {
             String::new()
         };
@@ -445,18 +473,5 @@ impl StorageService for StorageGrpc {
             },
             None => pb::CompactErrorsResponse::default(),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_sizes_default_and_cap() {
-        assert_eq!(page_size(0, (100, 1000)), 100);
-        assert_eq!(page_size(-5, (100, 1000)), 100);
-        assert_eq!(page_size(50, (100, 1000)), 50);
-        assert_eq!(page_size(5000, (100, 1000)), 1000);
     }
 }

@@ -9,6 +9,24 @@ use crate::{Error, Result};
 /// Longest key accepted, in bytes (S3's own limit).
 pub const MAX_KEY_BYTES: usize = 1024;
 
+/// The first key segment reserved for what the services write themselves:
+/// the error journal, append logs, the audit journal, probes.
+pub const RESERVED_PREFIX: &str = "_lakehouse";
+
+/// Refuses a client's write or delete of a key under [`RESERVED_PREFIX`].
+///
+/// The first segment is compared without regard to case, because on a
+/// case-insensitive filesystem (a local bucket on macOS or Windows)
+/// `_LAKEHOUSE/errors` is the same folder. Reads stay open: `lakehouse audit`
+/// and operators read these objects.
+pub fn refuse_reserved(key: &str) -> Result<()> {
+    let first = key.split('/').next().unwrap_or_default();
+    if first.eq_ignore_ascii_case(RESERVED_PREFIX) {
+        return Err(Error::ReservedKey { key: shorten(key) });
+    }
+    Ok(())
+}
+
 /// Checks a key and turns it into an object_store path.
 pub fn validate_key(key: &str) -> Result<Path> {
     let refuse = |reason| Error::InvalidKey {
@@ -106,6 +124,23 @@ mod tests {
             );
         }
         assert!(validate_key(&"k".repeat(1024)).is_ok());
+    }
+
+    #[test]
+    fn reserved_prefix_is_refused_in_any_case() {
+        for key in [
+            "_lakehouse",
+            "_lakehouse/errors/1.part.ndjson",
+            "_LakeHouse/audit/all/x",
+        ] {
+            assert!(
+                matches!(refuse_reserved(key), Err(Error::ReservedKey { .. })),
+                "{key}"
+            );
+        }
+        for key in ["lakehouse/x", "_lakehouse2/x", "data/_lakehouse/x"] {
+            assert!(refuse_reserved(key).is_ok(), "{key}");
+        }
     }
 
     #[test]

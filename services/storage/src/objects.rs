@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::journal::{ErrorJournal, ErrorRecord};
 use crate::keys::{validate_key, validate_prefix};
-use crate::registry::{Bucket, BucketRegistry};
+use crate::registry::{Backend, Bucket, BucketRegistry};
 use crate::{Error, Result};
 
 /// Below this size an upload is one atomic `put`; above, a multipart upload.
@@ -34,10 +34,6 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 4;
 /// Size of the data messages a download is cut into.
 pub const CHUNK_SIZE: usize = 1024 * 1024;
-/// Longest page of a listing.
-pub const MAX_PAGE_SIZE: usize = 10_000;
-/// Page size when the caller gives none.
-pub const DEFAULT_PAGE_SIZE: usize = 1000;
 
 /// How an upload is written.
 #[derive(Debug, Clone, Copy, Default)]
@@ -251,8 +247,8 @@ impl Storage {
 
         // Large object: multipart, visible only on completion.
         if options.create_only {
-            // Multipart uploads cannot be conditional; check first. A racing
-            // writer could still win between this check and completion.
+            // Fail fast, before streaming what may be gigabytes; the write
+            // itself is made conditional below where the backend allows.
             match bucket.store.head(&path).await {
                 Ok(_) => {
                     return Err(Error::AlreadyExists {
@@ -264,9 +260,18 @@ impl Storage {
                 Err(source) => return Err(self.fail("put_object", bucket, key, source, None)),
             }
         }
+        // A multipart upload cannot be conditional, so a create-only upload
+        // to a local or memory bucket is written to a staging key and moved
+        // into place with `rename_if_not_exists` (a hard link on a local
+        // folder: atomic, refused when the key exists). S3 offers no
+        // conditional copy without extra configuration, so there the head
+        // check above is all there is, and a racing writer that completes
+        // between the check and this completion can still be overwritten.
+        let staged = options.create_only && !matches!(bucket.backend, Backend::S3 { .. });
+        let target = if staged { staging_path() } else { path.clone() };
         let upload = bucket
             .store
-            .put_multipart_opts(&path, Default::default())
+            .put_multipart_opts(&target, Default::default())
             .await
             .map_err(|source| self.fail("put_object", bucket, key, source, None))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
@@ -297,7 +302,27 @@ impl Storage {
             .finish()
             .await
             .map_err(|source| self.fail("put_object", bucket, key, source, None))?;
-        Ok(meta(path, total, result.e_tag))
+        if !staged {
+            return Ok(meta(path, total, result.e_tag));
+        }
+        let moved = bucket.store.rename_if_not_exists(&target, &path).await;
+        if moved.is_err()
+            && let Err(error) = bucket.store.delete(&target).await
+        {
+            tracing::warn!(bucket = %bucket.name, key, staging = %target, %error, "staged upload not removed");
+        }
+        match moved {
+            Ok(()) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(Error::AlreadyExists {
+                    bucket: bucket.name.clone(),
+                    key: key.to_owned(),
+                });
+            }
+            Err(source) => return Err(self.fail("put_object", bucket, key, source, None)),
+        }
+        let e_tag = bucket.store.head(&path).await.ok().and_then(|m| m.e_tag);
+        Ok(meta(path, total, e_tag))
     }
 
     /// Reads an object or a range of it, from the rescue bucket when the
@@ -440,7 +465,22 @@ impl Storage {
         }
     }
 
-    /// One page of keys under `prefix`, after the key `after`.
+    /// One page of keys under `prefix`, after the key `after`, and whether
+    /// another page follows (it holds at least one object: no empty last
+    /// page).
+    ///
+    /// What a page costs depends on the backend:
+    /// - S3 and memory list in key order, so the listing starts after
+    ///   `after` (`list_with_offset`, which S3 pushes down as `start-after`)
+    ///   and stops after `page_size + 1` objects: one page is one or two S3
+    ///   LIST requests (up to 1000 keys each), whatever the prefix holds.
+    /// - A local folder lists in directory order, not key order, so a page
+    ///   walks every file under the prefix and sorts the names: its cost is
+    ///   proportional to the prefix, not the page (object_store's local
+    ///   backend offers no ordered walk).
+    /// - A delimited listing (`/`) reads the whole level under the prefix,
+    ///   since object_store has no offset for delimited listings; the common
+    ///   prefixes come with the first page.
     pub async fn list(
         &self,
         bucket: &str,
@@ -453,13 +493,14 @@ impl Storage {
         let prefix_path = validate_prefix(prefix)?;
         self.require_local_root("list_objects", bucket, prefix)
             .await?;
-        let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+        let page_size = page_size.clamp(1, lakehouse_shared::paging::MAX_PAGE_SIZE);
+        let fail = |source| self.fail("list_objects", bucket, prefix, source, None);
         let (mut objects, common_prefixes) = if delimited {
             let result = bucket
                 .store
                 .list_with_delimiter(prefix_path.as_ref())
                 .await
-                .map_err(|source| self.fail("list_objects", bucket, prefix, source, None))?;
+                .map_err(fail)?;
             let prefixes = if after.is_none() {
                 result
                     .common_prefixes
@@ -477,14 +518,21 @@ impl Storage {
                     .list_with_offset(prefix_path.as_ref(), &Path::from(after)),
                 None => bucket.store.list(prefix_path.as_ref()),
             };
-            let objects: Vec<ObjectMeta> = stream
-                .try_collect()
-                .await
-                .map_err(|source| self.fail("list_objects", bucket, prefix, source, None))?;
+            let objects: Vec<ObjectMeta> = if matches!(bucket.backend, Backend::Local { .. }) {
+                stream.try_collect().await.map_err(fail)?
+            } else {
+                // Key order: the first page_size + 1 are the page and the
+                // proof that another follows; the rest is never fetched.
+                stream
+                    .take(page_size + 1)
+                    .try_collect()
+                    .await
+                    .map_err(fail)?
+            };
             (objects, Vec::new())
         };
-        // Not every backend lists in order (a local folder does not), and
-        // pages must be stable: sort, then cut.
+        // Pages must be stable whatever order the backend used: sort, then
+        // cut (a local folder's page is sorted here, whole).
         if let Some(after) = after {
             objects.retain(|o| o.location.as_ref() > after);
         }
@@ -573,6 +621,20 @@ fn is_range_error(error: &object_store::Error) -> bool {
         source = inner.source();
     }
     text.contains("range")
+}
+
+/// Where a create-only multipart upload is written before it is moved into
+/// place: under the reserved prefix, so no dataset listing or resync ever
+/// sees it; unique per upload in this process and across processes.
+fn staging_path() -> Path {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    Path::from(format!(
+        "{}/uploads/{nanos:020}-{}-{n}",
+        crate::keys::RESERVED_PREFIX,
+        std::process::id()
+    ))
 }
 
 fn meta(location: Path, size: u64, e_tag: Option<String>) -> ObjectMeta {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lakehouse_client::GrpcObjectStore;
+use lakehouse_shared::auth::AuthPolicy;
 use lakehouse_shared::secrets::StaticSecrets;
 use lakehouse_shared::server::GrpcServer;
 use lakehouse_storage::{BucketRegistry, BucketsFile, Storage};
@@ -33,15 +34,28 @@ impl Drop for TestServer {
 
 impl TestServer {
     pub async fn start(buckets_toml: &str) -> Self {
+        Self::start_with(buckets_toml, None).await
+    }
+
+    /// A server that requires tokens (`policy` with authentication on).
+    pub async fn start_with(buckets_toml: &str, policy: Option<AuthPolicy>) -> Self {
         let file = BucketsFile::parse(buckets_toml).expect("valid buckets config");
         let secrets = StaticSecrets::default()
             .with("s3.access_key_id", "testing")
             .with("s3.secret_access_key", "testing-secret-value-4711");
         let registry = BucketRegistry::build(&file, &secrets).expect("buckets build");
+        Self::start_on(registry, policy).await
+    }
+
+    /// A server over a registry built by the test (custom stores).
+    pub async fn start_on(registry: BucketRegistry, policy: Option<AuthPolicy>) -> Self {
         let storage = Arc::new(Storage::new(registry, Duration::from_millis(1500)));
         let stop = CancellationToken::new();
-        let server = GrpcServer::new(server_config())
-            .add_service(lakehouse_storage::service(storage.clone(), 64 << 20));
+        let mut server = GrpcServer::new(server_config());
+        if let Some(policy) = policy {
+            server = server.with_auth(policy);
+        }
+        let server = server.add_service(lakehouse_storage::service(storage.clone(), 64 << 20));
         let addr = serve_on_loopback(server, &stop).await;
         Self {
             addr,
@@ -53,6 +67,14 @@ impl TestServer {
     pub fn client(&self) -> lakehouse_client::StorageClient {
         lakehouse_client::storage(
             lakehouse_client::connect_lazy(&self.addr).expect("valid address"),
+        )
+    }
+
+    /// A client presenting `token`.
+    pub fn client_with(&self, token: &str) -> lakehouse_client::StorageClient {
+        let token = lakehouse_shared::secrets::SecretString::new(token);
+        lakehouse_client::storage(
+            lakehouse_client::connect_lazy_with(&self.addr, Some(&token)).expect("valid address"),
         )
     }
 

@@ -1,0 +1,153 @@
+//! `create_only` holds for uploads larger than one single put (issue 11,
+//! item 5): over real gRPC, an existing key is refused and left unchanged,
+//! and of two racing large uploads to a new key exactly one wins.
+
+#![allow(unused_crate_dependencies)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{TestServer, local_bucket_toml};
+use futures::channel::mpsc;
+use lakehouse_proto::storage::v1 as pb;
+use lakehouse_proto::storage::v1::put_object_request::Part;
+use lakehouse_shared::status::error_reason;
+
+/// More than the 8 MiB a single put takes, so the upload is multipart.
+const LARGE: usize = 9 * 1024 * 1024 + 17;
+const CHUNK: usize = 1024 * 1024;
+
+fn header(key: &str) -> pb::PutObjectRequest {
+    pb::PutObjectRequest {
+        part: Some(Part::Header(pb::PutObjectHeader {
+            bucket: String::new(),
+            key: key.to_owned(),
+            create_only: true,
+            require_commit: true,
+            ..Default::default()
+        })),
+    }
+}
+
+fn chunks(fill: u8) -> Vec<pb::PutObjectRequest> {
+    let data = Bytes::from(vec![fill; LARGE]);
+    (0..LARGE)
+        .step_by(CHUNK)
+        .map(|start| pb::PutObjectRequest {
+            part: Some(Part::Chunk(data.slice(start..(start + CHUNK).min(LARGE)))),
+        })
+        .collect()
+}
+
+fn commit() -> pb::PutObjectRequest {
+    pb::PutObjectRequest {
+        part: Some(Part::Commit(pb::PutObjectCommit { size: LARGE as u64 })),
+    }
+}
+
+async fn read(server: &TestServer, key: &str) -> Vec<u8> {
+    use futures::StreamExt as _;
+    let mut stream = server
+        .client()
+        .get_object(pb::GetObjectRequest {
+            bucket: String::new(),
+            key: key.to_owned(),
+            range: None,
+        })
+        .await
+        .expect("GetObject")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(message) = stream.next().await {
+        if let Some(pb::get_object_response::Part::Chunk(bytes)) = message.expect("chunk").part {
+            out.extend_from_slice(&bytes);
+        }
+    }
+    out
+}
+
+async fn server() -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml = format!(
+        "default_bucket = \"main\"\n{}",
+        local_bucket_toml("main", &dir.path().join("main"), None)
+    );
+    (TestServer::start(&toml).await, dir)
+}
+
+#[tokio::test]
+async fn a_large_create_only_upload_never_replaces_an_existing_object() {
+    let (server, _dir) = server().await;
+    let key = "datasets/x/part-0.parquet";
+    let mut first = vec![header(key)];
+    first.extend(chunks(b'a'));
+    first.push(commit());
+    server
+        .client()
+        .put_object(futures::stream::iter(first))
+        .await
+        .expect("first large create_only upload");
+
+    let mut second = vec![header(key)];
+    second.extend(chunks(b'b'));
+    second.push(commit());
+    let status = server
+        .client()
+        .put_object(futures::stream::iter(second))
+        .await
+        .expect_err("the key exists");
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+    assert_eq!(error_reason(&status).as_deref(), Some("OBJECT_EXISTS"));
+    let data = read(&server, key).await;
+    assert_eq!(data.len(), LARGE);
+    assert!(data.iter().all(|b| *b == b'a'), "the first upload's bytes");
+}
+
+#[tokio::test]
+async fn of_two_racing_large_create_only_uploads_exactly_one_wins() {
+    let (server, dir) = server().await;
+    let key = "datasets/x/part-1.parquet";
+    // Both uploads send all their data (so both pass any up-front existence
+    // check), then both commit.
+    let mut senders = Vec::new();
+    let mut calls = Vec::new();
+    for fill in [b'a', b'b'] {
+        let (tx, rx) = mpsc::unbounded();
+        tx.unbounded_send(header(key)).expect("send");
+        for chunk in chunks(fill) {
+            tx.unbounded_send(chunk).expect("send");
+        }
+        let mut client = server.client();
+        calls.push(tokio::spawn(async move { client.put_object(rx).await }));
+        senders.push(tx);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for tx in senders {
+        tx.unbounded_send(commit()).expect("send");
+        tx.close_channel();
+    }
+    let mut won = 0;
+    let mut refused = 0;
+    for call in calls {
+        match call.await.expect("join") {
+            Ok(_) => won += 1,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((won, refused), (1, 1));
+    let data = read(&server, key).await;
+    assert_eq!(data.len(), LARGE);
+    assert!(
+        data.iter().all(|b| *b == data[0]),
+        "one upload's bytes, whole"
+    );
+    // The loser's staged copy is gone.
+    let staged = dir.path().join("main").join("_lakehouse").join("uploads");
+    let left = std::fs::read_dir(&staged).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "staged uploads left in {}", staged.display());
+}

@@ -1,0 +1,428 @@
+//! Lists through real gRPC under the shared contract (issue 8, item 4): one
+//! filter-bound page-token format, one page-size rule, no empty last page,
+//! and a `ListObjects` page costing what the page holds, not what the prefix
+//! holds (counted on the backend's listing stream).
+
+#![allow(unused_crate_dependencies)]
+
+mod common;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use common::{TestServer, local_bucket_toml};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use lakehouse_proto::storage::v1 as pb;
+use lakehouse_shared::status::error_reason;
+use lakehouse_storage::{Backend, Bucket, BucketRegistry};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// An in-memory store that counts listing calls and the entries the caller
+/// pulls from the listing streams. Its `list_with_offset` starts after the
+/// offset, as S3's `start-after` does, so what is pulled is what an S3
+/// backend would have fetched (in LIST requests of up to 1000 keys).
+#[derive(Debug, Default)]
+struct CountingStore {
+    inner: InMemory,
+    list_calls: AtomicUsize,
+    pulled: Arc<AtomicUsize>,
+}
+
+impl fmt::Display for CountingStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CountingStore({})", self.inner)
+    }
+}
+
+impl CountingStore {
+    fn counted(
+        &self,
+        stream: BoxStream<'static, object_store::Result<ObjectMeta>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.list_calls.fetch_add(1, Ordering::SeqCst);
+        let pulled = self.pulled.clone();
+        stream
+            .inspect(move |_| {
+                pulled.fetch_add(1, Ordering::SeqCst);
+            })
+            .boxed()
+    }
+
+    fn take_counts(&self) -> (usize, usize) {
+        (
+            self.list_calls.swap(0, Ordering::SeqCst),
+            self.pulled.swap(0, Ordering::SeqCst),
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl ObjectStore for CountingStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.counted(self.inner.list(prefix))
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        // InMemory filters a full listing; skip what precedes the offset
+        // before counting, as S3's start-after does on the server.
+        self.counted(self.inner.list_with_offset(prefix, offset))
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.list_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+const KEYS: usize = 100_000;
+
+async fn counting_server() -> (TestServer, Arc<CountingStore>) {
+    let store = Arc::new(CountingStore::default());
+    for i in 0..KEYS {
+        store
+            .inner
+            .put(
+                &Path::from(format!("big/k{i:06}")),
+                PutPayload::from_static(b"x"),
+            )
+            .await
+            .expect("put");
+    }
+    for i in 0..3 {
+        store
+            .inner
+            .put(
+                &Path::from(format!("small/s{i}")),
+                PutPayload::from_static(b"y"),
+            )
+            .await
+            .expect("put");
+    }
+    let bucket = Bucket {
+        name: "mem".to_owned(),
+        backend: Backend::Memory,
+        store: store.clone(),
+        rescue: None,
+    };
+    let registry = BucketRegistry::from_buckets(vec![bucket], "mem");
+    let server = TestServer::start_on(registry, None).await;
+    store.take_counts();
+    (server, store)
+}
+
+fn list(prefix: &str, page_size: i32, page_token: &str) -> pb::ListObjectsRequest {
+    pb::ListObjectsRequest {
+        bucket: "mem".to_owned(),
+        prefix: prefix.to_owned(),
+        delimiter: String::new(),
+        page_size,
+        page_token: page_token.to_owned(),
+    }
+}
+
+fn keys(page: &pb::ListObjectsResponse) -> Vec<String> {
+    page.objects.iter().map(|o| o.key.clone()).collect()
+}
+
+#[tokio::test]
+async fn a_page_costs_what_it_holds_not_the_prefix() {
+    let (server, store) = counting_server().await;
+    let mut client = server.client();
+
+    let first = client
+        .list_objects(list("big/", 100, ""))
+        .await
+        .expect("first page")
+        .into_inner();
+    let expected: Vec<String> = (0..100).map(|i| format!("big/k{i:06}")).collect();
+    assert_eq!(keys(&first), expected);
+    assert!(first.next_page_token.starts_with("v1."));
+    let (calls, pulled) = store.take_counts();
+    assert_eq!(calls, 1, "one listing per page");
+    assert!(
+        pulled <= 101,
+        "a page of 100 pulled {pulled} of {KEYS} listing entries"
+    );
+
+    // Deep in the prefix: the token continues after the last key served.
+    let mut token = first.next_page_token;
+    let mut page = first.objects;
+    for _ in 0..3 {
+        let next = client
+            .list_objects(list("big/", 100, &token))
+            .await
+            .expect("next page")
+            .into_inner();
+        assert_eq!(next.objects.len(), 100);
+        assert!(next.objects[0].key > page[99].key, "pages do not overlap");
+        let (calls, pulled) = store.take_counts();
+        assert_eq!(calls, 1);
+        assert!(pulled <= 101, "page pulled {pulled} entries");
+        token = next.next_page_token;
+        page = next.objects;
+    }
+    assert_eq!(page[99].key, "big/k000399");
+
+    // The largest page is capped at 1000 and still costs only itself:
+    // 1001 entries, two S3 LIST requests.
+    let big = client
+        .list_objects(list("big/", 5000, ""))
+        .await
+        .expect("capped page")
+        .into_inner();
+    assert_eq!(big.objects.len(), 1000);
+    let (_, pulled) = store.take_counts();
+    assert!(pulled <= 1001, "pulled {pulled}");
+}
+
+#[tokio::test]
+async fn one_token_format_bound_to_filters_and_no_empty_last_page() {
+    let (server, _store) = counting_server().await;
+    let mut client = server.client();
+
+    // Default page size is the shared 100.
+    let default = client
+        .list_objects(list("big/", 0, ""))
+        .await
+        .expect("default size")
+        .into_inner();
+    assert_eq!(default.objects.len(), 100);
+
+    // A token reused with another prefix, or another delimiter, is refused.
+    for reused in [
+        list("small/", 100, &default.next_page_token),
+        pb::ListObjectsRequest {
+            delimiter: "/".to_owned(),
+            ..list("big/", 100, &default.next_page_token)
+        },
+    ] {
+        let status = client.list_objects(reused).await.expect_err("reused token");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert_eq!(error_reason(&status).as_deref(), Some("INVALID_PAGE_TOKEN"));
+        assert!(status.message().contains("other filters"), "{status:?}");
+    }
+    // Forged tokens: an old-format hex key, garbage, a tampered v1 token.
+    let token = &default.next_page_token;
+    let tampered = &token[..token.len() - 1];
+    for forged in ["6269672f6b303030303130", "v1.zz", tampered] {
+        let status = client
+            .list_objects(list("big/", 100, forged))
+            .await
+            .expect_err("forged token");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{forged}");
+        assert_eq!(error_reason(&status).as_deref(), Some("INVALID_PAGE_TOKEN"));
+    }
+    // A negative page size is refused, by the shared rule.
+    let status = client
+        .list_objects(list("big/", -1, ""))
+        .await
+        .expect_err("negative");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(error_reason(&status).as_deref(), Some("INVALID_PAGE_SIZE"));
+
+    // No empty last page: 3 keys in pages of 3, then of 2.
+    let exact = client
+        .list_objects(list("small/", 3, ""))
+        .await
+        .expect("exact")
+        .into_inner();
+    assert_eq!(exact.objects.len(), 3);
+    assert!(
+        exact.next_page_token.is_empty(),
+        "a full last page has no token"
+    );
+    let first = client
+        .list_objects(list("small/", 2, ""))
+        .await
+        .expect("first")
+        .into_inner();
+    assert_eq!(keys(&first), ["small/s0", "small/s1"]);
+    let last = client
+        .list_objects(list("small/", 2, &first.next_page_token))
+        .await
+        .expect("last")
+        .into_inner();
+    assert_eq!(keys(&last), ["small/s2"]);
+    assert!(last.next_page_token.is_empty());
+}
+
+/// A local folder lists unordered: every page sorts the whole prefix, but
+/// the pages are still complete, ordered and non-overlapping.
+#[tokio::test]
+async fn local_pages_are_complete_and_ordered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml = format!(
+        "default_bucket = \"main\"\n{}",
+        local_bucket_toml("main", &dir.path().join("main"), None)
+    );
+    let server = TestServer::start(&toml).await;
+    let store = server.storage.registry().default_bucket().store.clone();
+    for i in (0..250).rev() {
+        store
+            .put(
+                &Path::from(format!("d/f{i:03}")),
+                PutPayload::from_static(b"z"),
+            )
+            .await
+            .expect("put");
+    }
+    let mut client = server.client();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list_objects(pb::ListObjectsRequest {
+                prefix: "d".to_owned(),
+                page_size: 100,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        pages += 1;
+        assert!(!page.objects.is_empty(), "no empty page");
+        seen.extend(keys(&page));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let expected: Vec<String> = (0..250).map(|i| format!("d/f{i:03}")).collect();
+    assert_eq!(seen, expected);
+    assert_eq!(pages, 3);
+}
+
+fn report(service: &str, n: usize) -> pb::ReportErrorRequest {
+    pb::ReportErrorRequest {
+        service: service.to_owned(),
+        operation: "resync_dataset".to_owned(),
+        message: format!("footer unreadable #{n}"),
+        bucket: "main".to_owned(),
+        key: format!("datasets/x/part-{n}.parquet"),
+    }
+}
+
+#[tokio::test]
+async fn list_errors_tokens_are_bound_to_filters() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let toml = format!(
+        "default_bucket = \"main\"\n{}",
+        local_bucket_toml("main", &dir.path().join("main"), None)
+    );
+    let server = TestServer::start(&toml).await;
+    let mut client = server.client();
+    for n in 0..4 {
+        client
+            .report_error(report("catalog", n))
+            .await
+            .expect("report");
+    }
+    client
+        .report_error(report("ingest", 9))
+        .await
+        .expect("report");
+
+    let by_service = |page_token: String| pb::ListErrorsRequest {
+        service: "catalog".to_owned(),
+        page_size: 2,
+        page_token,
+        ..Default::default()
+    };
+    let first = client
+        .list_errors(by_service(String::new()))
+        .await
+        .expect("first")
+        .into_inner();
+    assert_eq!(first.errors.len(), 2);
+    assert!(first.next_page_token.starts_with("v1."));
+    let last = client
+        .list_errors(by_service(first.next_page_token.clone()))
+        .await
+        .expect("last")
+        .into_inner();
+    assert_eq!(last.errors.len(), 2);
+    assert!(last.next_page_token.is_empty(), "no empty last page");
+    assert!(last.errors[0].message.ends_with("#2"));
+
+    let status = client
+        .list_errors(pb::ListErrorsRequest {
+            service: "ingest".to_owned(),
+            ..by_service(first.next_page_token)
+        })
+        .await
+        .expect_err("reused with another service");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(error_reason(&status).as_deref(), Some("INVALID_PAGE_TOKEN"));
+    let status = client
+        .list_errors(pb::ListErrorsRequest {
+            page_size: -3,
+            ..Default::default()
+        })
+        .await
+        .expect_err("negative size");
+    assert_eq!(error_reason(&status).as_deref(), Some("INVALID_PAGE_SIZE"));
+}
