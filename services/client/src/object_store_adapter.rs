@@ -98,6 +98,19 @@ impl GrpcObjectStore {
     }
 }
 
+/// A write request marked as coming from a service's own object-store
+/// writer (append logs, parts), which storage needs to accept a write under
+/// the reserved `_lakehouse/` prefix when authentication is off. With
+/// authentication on, storage requires the service token instead.
+fn internal<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        lakehouse_shared::auth::INTERNAL_WRITER_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    request
+}
+
 fn commit_message(size: u64) -> pb::PutObjectRequest {
     pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Commit(pb::PutObjectCommit {
@@ -213,7 +226,7 @@ impl ObjectStore for GrpcObjectStore {
         let response = self
             .client
             .clone()
-            .put_object(futures::stream::iter(messages))
+            .put_object(internal(futures::stream::iter(messages)))
             .await
             .map_err(|status| to_store_error(status, location))?
             .into_inner();
@@ -330,10 +343,10 @@ impl ObjectStore for GrpcObjectStore {
                 let bucket = store.bucket.clone();
                 async move {
                     client
-                        .delete_object(pb::DeleteObjectRequest {
+                        .delete_object(internal(pb::DeleteObjectRequest {
                             bucket,
                             key: location.to_string(),
-                        })
+                        }))
                         .await
                         .map_err(|status| to_store_error(status, &location))?;
                     Ok(location)
@@ -443,7 +456,7 @@ impl ObjectStore for GrpcObjectStore {
         let call = tokio::spawn(
             async move {
                 client
-                    .put_object(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .put_object(internal(tokio_stream::wrappers::ReceiverStream::new(rx)))
                     .await
             }
             .instrument(tracing::Span::current()),
@@ -517,7 +530,8 @@ impl GrpcUpload {
         // The spawned call carries the caller's span, so its trace context
         // reaches the storage service.
         let call = tokio::spawn(
-            async move { client.put_object(requests).await }.instrument(tracing::Span::current()),
+            async move { client.put_object(internal(requests)).await }
+                .instrument(tracing::Span::current()),
         );
         Self {
             sender,

@@ -12,9 +12,12 @@
 //! "ingest").
 //!
 //! A commit whose outcome is unknown (the catalog timed out or went away
-//! mid-call) is checked by reading the dataset back: if its lineage names
-//! this ingest, the ingest succeeded; if that cannot be known, the parts
-//! are kept rather than deleted under a dataset that may reference them.
+//! mid-call) is asked again with the same catalog request id (derived from
+//! the ingest id): the catalog replays the commit if it landed and applies
+//! it if not, so the answer is exact even when another ingest appended in
+//! between (guessing from lineage was not). If the catalog stays silent,
+//! the parts are kept rather than deleted under a dataset that may
+//! reference them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -298,46 +301,63 @@ where
     // lands or is checked.
     progress.set_phase(Phase::Committing);
     let request = commit_request(target, expected_version, &schema, &parts, rows, lineage);
-    match ctx.catalog.clone().commit_files(request).await {
-        Ok(response) => Ok(Committed {
-            version: response
-                .into_inner()
-                .dataset
-                .map(|d| d.version)
-                .unwrap_or_default(),
-            bucket: target.bucket.clone(),
-            split_column: String::new(),
-        }),
-        Err(status) if ambiguous(status.code()) => match committed_by(ctx, target).await {
-            Some(Some(version)) => Ok(Committed {
-                version,
-                bucket: target.bucket.clone(),
-                split_column: String::new(),
-            }),
-            Some(None) => {
+    let mut delays = COMMIT_RETRY_DELAYS.iter();
+    loop {
+        match ctx.catalog.clone().commit_files(request.clone()).await {
+            Ok(response) => {
+                return Ok(Committed {
+                    version: response
+                        .into_inner()
+                        .dataset
+                        .map(|d| d.version)
+                        .unwrap_or_default(),
+                    bucket: target.bucket.clone(),
+                    split_column: String::new(),
+                });
+            }
+            // The outcome is unknown: the same request id either replays the
+            // commit that landed or applies it now — never twice.
+            Err(status) if ambiguous(status.code()) => match delays.next() {
+                Some(delay) => {
+                    tracing::info!(
+                        dataset = %target.dataset,
+                        code = ?status.code(),
+                        retry_in = ?delay,
+                        "commit outcome unknown; asking again with the same request id"
+                    );
+                    tokio::time::sleep(*delay).await;
+                }
+                None => {
+                    tracing::warn!(
+                        dataset = %target.dataset,
+                        prefix = %prefix,
+                        "commit outcome still unknown; parts kept so a committed manifest never loses its files"
+                    );
+                    return Err(Error::Catalog {
+                        status: Box::new(tonic::Status::unavailable(format!(
+                            "the catalog did not confirm the commit ({}); retry the ingest with the same request_id to learn its outcome (the parts under {prefix} are kept until then)",
+                            status.message()
+                        ))),
+                    });
+                }
+            },
+            // A definite refusal: with request-id replay, a commit that had
+            // landed would have been answered with its result instead.
+            Err(status) => {
                 cleanup(&store, &prefix, &parts).await;
-                Err(catalog_error(status))
+                return Err(catalog_error(status));
             }
-            None => {
-                tracing::warn!(
-                    dataset = %target.dataset,
-                    prefix = %prefix,
-                    "commit outcome unknown; parts kept so a committed manifest never loses its files"
-                );
-                Err(Error::Catalog {
-                    status: Box::new(tonic::Status::unavailable(format!(
-                        "the catalog did not confirm the commit ({}); its outcome is unknown, so the parts under {prefix} were kept: check GetDataset, and ResyncDataset to reconcile",
-                        status.message()
-                    ))),
-                })
-            }
-        },
-        Err(status) => {
-            cleanup(&store, &prefix, &parts).await;
-            Err(catalog_error(status))
         }
     }
 }
+
+/// Waits between asking the catalog again about a commit whose outcome is
+/// unknown (about 5 s in all).
+const COMMIT_RETRY_DELAYS: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(4),
+];
 
 fn ambiguous(code: Code) -> bool {
     matches!(
@@ -350,30 +370,10 @@ fn ambiguous(code: Code) -> bool {
     )
 }
 
-/// Reads the dataset back after an ambiguous commit: `Some(Some(version))`
-/// if its lineage names this ingest, `Some(None)` if it certainly does not,
-/// `None` if the catalog cannot tell.
-async fn committed_by(ctx: &Context, target: &Target) -> Option<Option<u64>> {
-    let response = ctx
-        .catalog
-        .clone()
-        .get_dataset(catalog::GetDatasetRequest {
-            name: target.dataset.clone(),
-            view: catalog::DatasetView::Basic as i32,
-        })
-        .await;
-    match response {
-        Ok(response) => {
-            let dataset = response.into_inner().dataset?;
-            let ours = dataset
-                .lineage
-                .as_ref()
-                .is_some_and(|l| l.ingest_id == target.ingest_id);
-            Some(ours.then_some(dataset.version))
-        }
-        Err(status) if status.code() == Code::NotFound => Some(None),
-        Err(_) => None,
-    }
+/// The catalog request id of an ingest's commit: the ingest id is unique,
+/// so it names the one commit this ingest makes.
+fn commit_request_id(target: &Target) -> String {
+    format!("ingest-{}", target.ingest_id)
 }
 
 fn commit_request(
@@ -416,6 +416,7 @@ fn commit_request(
             bytes,
         }),
         bucket: target.bucket.clone(),
+        request_id: commit_request_id(target),
     }
 }
 

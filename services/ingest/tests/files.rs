@@ -597,3 +597,37 @@ async fn parts_go_to_the_datasets_bucket_and_unknown_buckets_are_refused() {
     );
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_whose_answer_is_lost_is_learned_by_its_request_id_not_applied_twice() {
+    let stack = Stack::start(small_config(), Arc::new(StaticSecrets::default())).await;
+    let dataset = unique("lost");
+    *stack.catalog.lose_next_answer.lock().expect("lock") = true;
+    let ingest = upload(
+        &stack,
+        header(&dataset, pb::FileFormat::Csv, csv(true)),
+        b"id\n1\n2\n",
+    )
+    .await
+    .expect("the commit landed, so the ingest succeeded");
+    assert_eq!(ingest.state, pb::IngestState::Succeeded as i32);
+    assert_eq!(ingest.dataset_version, 1);
+    let commits: Vec<String> = stack
+        .catalog
+        .commits
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|c| c.name == dataset)
+        .map(|c| c.request_id.clone())
+        .collect();
+    assert_eq!(commits.len(), 2, "asked twice");
+    assert_eq!(commits[0], commits[1], "with the same request id");
+    assert_eq!(
+        stack.catalog.dataset(&dataset).expect("ds").version,
+        1,
+        "applied once"
+    );
+    assert_eq!(stack.files_of(&dataset).len(), 1, "its part was kept");
+    stack.shutdown().await;
+}

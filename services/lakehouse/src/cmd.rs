@@ -90,7 +90,21 @@ pub fn exit_for(error: &(dyn std::error::Error + 'static)) -> ExitCode {
     } else {
         eprintln!("error: {error}");
     }
-    ExitCode::from(match status.map(tonic::Status::code) {
+    // Object reads and writes go through object_store (GrpcObjectStore),
+    // whose errors carry the meaning in their variant.
+    let code = status.map(tonic::Status::code).or_else(|| {
+        error
+            .downcast_ref::<object_store::Error>()
+            .and_then(|e| match e {
+                object_store::Error::NotFound { .. } => Some(Code::NotFound),
+                object_store::Error::AlreadyExists { .. } => Some(Code::AlreadyExists),
+                object_store::Error::Precondition { .. } => Some(Code::FailedPrecondition),
+                object_store::Error::PermissionDenied { .. } => Some(Code::PermissionDenied),
+                object_store::Error::Unauthenticated { .. } => Some(Code::Unauthenticated),
+                _ => None,
+            })
+    });
+    ExitCode::from(match code {
         Some(Code::NotFound) => 3,
         Some(Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition) => 4,
         Some(Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded) => 5,

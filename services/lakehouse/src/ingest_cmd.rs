@@ -10,7 +10,9 @@ use lakehouse_proto::ingest::v1 as pb;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
 
-use crate::cmd::{CliError, IngestTarget, Output, Progress, Result, bytes_text, print, time_text};
+use crate::cmd::{
+    CliError, IngestTarget, Output, Progress, Result, bytes_text, check, print, time_text,
+};
 
 /// Bytes per upload message: large enough to keep the stream efficient,
 /// small enough to stay far below the server's message size limit.
@@ -132,9 +134,14 @@ pub struct PostgresArgs {
     /// Rows per Parquet row group (0: the server's default).
     #[arg(long, default_value_t = 0)]
     pub row_group_rows: u64,
-    /// Bucket for the parts; empty uses the default bucket.
+    /// Bucket for the parts; empty uses the dataset's bucket (or the
+    /// default for a new dataset).
     #[arg(long, default_value = "")]
     pub bucket: String,
+    /// Idempotency key: running the command again with the same id returns
+    /// the ingest it started instead of ingesting twice.
+    #[arg(long, default_value = "")]
+    pub request_id: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,9 +163,14 @@ pub struct FileArgs {
     /// CSV: field delimiter, one ASCII character (default `,`; `\t` for tabs).
     #[arg(long)]
     pub delimiter: Option<String>,
-    /// Bucket for the parts; empty uses the default bucket.
+    /// Bucket for the parts; empty uses the dataset's bucket (or the
+    /// default for a new dataset).
     #[arg(long, default_value = "")]
     pub bucket: String,
+    /// Idempotency key: running the command again with the same id returns
+    /// the ingest it started instead of ingesting twice.
+    #[arg(long, default_value = "")]
+    pub request_id: String,
 }
 
 pub async fn run(args: IngestArgs) -> Result<ExitCode> {
@@ -217,6 +229,7 @@ async fn ingest_postgres(target: &IngestTarget, args: PostgresArgs) -> Result<pb
         split_column,
         row_group_rows,
         bucket,
+        request_id,
     } = args;
     use pb::ingest_postgres_request::Source;
     let source = match (table, query) {
@@ -246,6 +259,7 @@ async fn ingest_postgres(target: &IngestTarget, args: PostgresArgs) -> Result<pb
             split_column,
             row_group_rows,
             bucket,
+            request_id,
         })
         .await?
         .into_inner();
@@ -265,7 +279,22 @@ async fn ingest_postgres(target: &IngestTarget, args: PostgresArgs) -> Result<pb
                     p.elapsed_ms as f64 / 1e3
                 ),
             ),
-            Some(Event::Ingest(ingest)) => finished = Some(ingest),
+            Some(Event::Started(started)) => progress.note(format!(
+                "ingest {}{} into {}",
+                started.ingest_id,
+                if started.replayed {
+                    " (already started by this request id)"
+                } else {
+                    ""
+                },
+                started.dataset
+            )),
+            Some(Event::Finished(done)) => {
+                progress.finish();
+                // A failed or cancelled ingest exits with its status's code.
+                check(done.status)?;
+                finished = done.ingest;
+            }
             None => {}
         }
     }
@@ -284,6 +313,7 @@ async fn ingest_file(target: &IngestTarget, args: FileArgs) -> Result<pb::Ingest
         no_header,
         delimiter,
         bucket,
+        request_id,
     } = args;
     let format = match format.or_else(|| Format::from_path(&path)) {
         Some(format) => format,
@@ -321,33 +351,47 @@ async fn ingest_file(target: &IngestTarget, args: FileArgs) -> Result<pb::Ingest
         }),
         mode: mode.proto() as i32,
         bucket,
+        request_id,
     };
 
-    // The upload is a stream that reads the file as the server takes it. A
-    // read error must not end the stream (the server would take the bytes so
-    // far as the whole file), so the stream then waits forever and the call
-    // is dropped, which resets it.
+    // The upload is a stream that reads the file as the server takes it and
+    // ends with the commit (size and CRC32C of what was sent). A read error
+    // must not end the stream, so it then waits forever and the call is
+    // dropped, which resets it; the server commits nothing without the
+    // commit message either way.
     let (sent_tx, mut sent_rx) = tokio::sync::watch::channel(0u64);
     let (fail_tx, mut fail_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
     let first = pb::IngestFileRequest {
         part: Some(pb::ingest_file_request::Part::Header(header)),
     };
     let chunks = futures::stream::unfold(
-        (file, 0u64, Some(fail_tx)),
-        move |(mut file, sent, mut fail)| {
+        (Some(file), 0u64, 0u32, Some(fail_tx)),
+        move |(file, sent, crc, mut fail)| {
             let sent_tx = sent_tx.clone();
             async move {
+                let mut file = file?;
                 let mut buffer = vec![0u8; CHUNK_BYTES];
                 match file.read(&mut buffer).await {
-                    Ok(0) => None,
+                    Ok(0) => {
+                        let commit = pb::IngestFileRequest {
+                            part: Some(pb::ingest_file_request::Part::Commit(
+                                pb::IngestFileCommit {
+                                    size_bytes: sent,
+                                    crc32c: crc,
+                                },
+                            )),
+                        };
+                        Some((commit, (None, sent, crc, fail)))
+                    }
                     Ok(n) => {
                         buffer.truncate(n);
                         let sent = sent + n as u64;
+                        let crc = crc32c::crc32c_append(crc, &buffer);
                         sent_tx.send_replace(sent);
                         let message = pb::IngestFileRequest {
                             part: Some(pb::ingest_file_request::Part::Chunk(buffer.into())),
                         };
-                        Some((message, (file, sent, fail)))
+                        Some((message, (Some(file), sent, crc, fail)))
                     }
                     Err(error) => {
                         if let Some(fail) = fail.take() {

@@ -62,6 +62,14 @@ pub const TOKEN_SECRET_PREFIX: &str = "token.";
 /// The token a server process presents when it calls its peers.
 pub const SERVICE_TOKEN: &str = "service";
 
+/// Request header the services' own object-store writers send on writes and
+/// deletes. With authentication off, storage accepts writes under the
+/// reserved `_lakehouse/` prefix only with it: a guard against mistakes (a
+/// stray `objects rm _lakehouse/...`), not against attackers, who need no
+/// header when nothing is authenticated. With authentication on, only the
+/// service token may write there and the header is ignored.
+pub const INTERNAL_WRITER_HEADER: &str = "x-lakehouse-internal-writer";
+
 /// Shortest token accepted: anything shorter is guessable.
 pub const MIN_TOKEN_CHARS: usize = 16;
 

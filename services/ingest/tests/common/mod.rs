@@ -85,6 +85,11 @@ pub struct FakeCatalog {
     /// When set, CommitFiles answers with this code.
     pub refuse: Arc<Mutex<Option<tonic::Code>>>,
     pub commits: Arc<Mutex<Vec<catalog::CommitFilesRequest>>>,
+    /// When set, the next commit is applied but answered UNAVAILABLE, as a
+    /// connection lost after the commit landed.
+    pub lose_next_answer: Arc<Mutex<bool>>,
+    /// Answers by request id, replayed like the real catalog does.
+    pub answers: Arc<Mutex<BTreeMap<String, catalog::CommitFilesResponse>>>,
 }
 
 impl FakeCatalog {
@@ -145,6 +150,9 @@ impl CatalogService for FakeCatalog {
         if let Some(code) = *self.refuse.lock().expect("lock") {
             return Err(Status::new(code, "refused by the test"));
         }
+        if let Some(answer) = self.answers.lock().expect("lock").get(&request.request_id) {
+            return Ok(Response::new(answer.clone()));
+        }
         let mut datasets = self.datasets.lock().expect("lock");
         let current = datasets.get(&request.name).cloned();
         match (request.expected_version, &current) {
@@ -167,13 +175,30 @@ impl CatalogService for FakeCatalog {
             bucket: request.bucket.clone(),
         };
         datasets.insert(request.name.clone(), committed.clone());
-        Ok(Response::new(catalog::CommitFilesResponse {
+        let answer = catalog::CommitFilesResponse {
             dataset: Some(catalog::Dataset {
                 name: request.name,
                 version: committed.version,
                 ..Default::default()
             }),
-        }))
+        };
+        if !request.request_id.is_empty() {
+            self.answers
+                .lock()
+                .expect("lock")
+                .insert(request.request_id.clone(), answer.clone());
+        }
+        if std::mem::take(&mut *self.lose_next_answer.lock().expect("lock")) {
+            return Err(Status::unavailable("connection lost (by the test)"));
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn list_dataset_files(
+        &self,
+        _: Request<catalog::ListDatasetFilesRequest>,
+    ) -> Result<Response<catalog::ListDatasetFilesResponse>, Status> {
+        Err(Status::unimplemented("fake"))
     }
 
     async fn resync_dataset(
