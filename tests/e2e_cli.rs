@@ -234,7 +234,12 @@ fn cli_ingests_a_csv_shows_lists_and_deletes_the_dataset() {
         !matches!(bad.code, Some(0)),
         "a CSV named .parquet was accepted"
     );
-    assert!(bad.stderr.starts_with("error: "), "{}", bad.stderr);
+    // Progress lines come first on stderr; the error is its own line.
+    assert!(
+        bad.stderr.lines().any(|l| l.starts_with("error: ")),
+        "{}",
+        bad.stderr
+    );
     let not_there = cli(&server, &["datasets", "show", "fake"]);
     assert_eq!(not_there.code, Some(3), "a failed ingest left a dataset");
 

@@ -11,6 +11,10 @@ pub enum Error {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 
+    /// A dataset name that breaks the shared naming rule.
+    #[error(transparent)]
+    InvalidName(lakehouse_shared::names::InvalidName),
+
     /// The DSN cannot be parsed; the reason never quotes it.
     #[error("invalid dsn: {0}")]
     InvalidDsn(String),
@@ -228,6 +232,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidRequest(_)
+            | Error::InvalidName(_)
             | Error::InvalidDsn(_)
             | Error::UnsupportedType { .. }
             | Error::File { .. } => Code::InvalidArgument,
@@ -313,6 +318,7 @@ impl Error {
     pub(crate) fn error_info(&self) -> (&'static str, Vec<(&'static str, String)>) {
         match self {
             Error::InvalidRequest(_) => ("INVALID_ARGUMENT", vec![]),
+            Error::InvalidName(_) => ("INVALID_NAME", vec![]),
             Error::InvalidDsn(_) => ("INVALID_DSN", vec![]),
             Error::Secret { name, .. } => ("SECRET_UNAVAILABLE", vec![("secret", name.clone())]),
             Error::SourceAuth { user, .. } => ("SOURCE_AUTH_FAILED", vec![("user", user.clone())]),

@@ -108,9 +108,33 @@ impl IngestRuntime {
             .max_encoding_message_size(max_message_bytes)
     }
 
+    /// A handle that lets running ingests finish before the server stops
+    /// (see [`IngestDrain::drain`]).
+    pub fn drain_handle(&self) -> IngestDrain {
+        IngestDrain {
+            ingestor: self.ingestor.clone(),
+        }
+    }
+
     /// Cancels running ingests, which delete their parts, and waits for
     /// them (at most 10 s). Call after the server stopped accepting calls.
     pub async fn shutdown(self) {
         self.ingestor.shutdown(SHUTDOWN_GRACE).await;
+    }
+}
+
+/// Lets running ingests finish when the process is asked to stop.
+#[derive(Debug, Clone)]
+pub struct IngestDrain {
+    ingestor: Arc<service::Ingestor>,
+}
+
+impl IngestDrain {
+    /// Refuses new ingests and waits, at most `grace`, for the running ones
+    /// to finish. Call on the stop signal, before the server stops
+    /// accepting calls: in `serve all` an ingest's commit is a call to this
+    /// same server.
+    pub async fn drain(&self, grace: Duration) {
+        self.ingestor.drain(grace).await;
     }
 }

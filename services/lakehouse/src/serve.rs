@@ -150,7 +150,25 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
         tokio::spawn(async move { runtime.load_persisted().await });
     }
 
-    server.serve(listener, shutdown).await?;
+    // A stop drains in order: running ingests finish their internal calls
+    // (parts to storage, the commit to the catalog — in `serve all`, calls
+    // to this very server) while the server still answers; only then does
+    // the server stop accepting calls and drain its own in-flight ones.
+    let server_stop = match ingest.as_ref().map(|runtime| runtime.drain_handle()) {
+        None => shutdown,
+        Some(drain) => {
+            let server_stop = tokio_util::sync::CancellationToken::new();
+            let stop = server_stop.clone();
+            let grace = args.server.shutdown_grace;
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                drain.drain(grace).await;
+                stop.cancel();
+            });
+            server_stop
+        }
+    };
+    server.serve(listener, server_stop).await?;
 
     audit_stop.cancel();
     if let Some(flusher) = audit_flusher
