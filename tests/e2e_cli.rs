@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{ServerProcess, skip_or_fail, which};
+use support::{ServerProcess, psql, skip_or_fail};
 
 /// Exit code, stdout and stderr of one CLI run.
 struct Run {
@@ -271,17 +271,6 @@ fn cli_ingests_a_csv_shows_lists_and_deletes_the_dataset() {
             "{command} has no help line:\n{help}"
         );
     }
-}
-
-fn psql(url: &str, sql: &str) -> bool {
-    let Some(psql) = which("psql") else {
-        return false;
-    };
-    Command::new(psql)
-        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
 }
 
 #[test]

@@ -9,18 +9,7 @@ mod support;
 
 use lakehouse_proto::catalog::v1 as catalog;
 use lakehouse_proto::ingest::v1 as ingest;
-use support::{ServerProcess, skip_or_fail, which};
-
-fn psql(url: &str, sql: &str) -> bool {
-    let Some(psql) = which("psql") else {
-        return false;
-    };
-    std::process::Command::new(psql)
-        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
+use support::{ServerProcess, psql, skip_or_fail};
 
 #[test]
 fn sigterm_during_an_ingest_lets_it_commit_then_exits() {

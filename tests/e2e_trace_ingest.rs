@@ -9,18 +9,7 @@ mod support;
 use futures::StreamExt as _;
 use lakehouse_proto::ingest::v1 as ingest;
 use support::collector::Collector;
-use support::{ServerProcess, skip_or_fail, which};
-
-fn psql(url: &str, sql: &str) -> bool {
-    let Some(psql) = which("psql") else {
-        return false;
-    };
-    std::process::Command::new(psql)
-        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
+use support::{ServerProcess, psql, skip_or_fail};
 
 #[test]
 fn an_ingest_is_one_trace_across_ingest_storage_and_catalog() {

@@ -130,6 +130,19 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Runs `sql` on the PostgreSQL at `url` with psql; false when psql is
+/// missing or the statement failed (callers skip or fail loudly).
+pub fn psql(url: &str, sql: &str) -> bool {
+    let Some(psql) = which("psql") else {
+        return false;
+    };
+    Command::new(psql)
+        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// Runs grpcurl with `args`, returning (success, stdout, stderr).
 pub fn grpcurl(grpcurl: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(grpcurl)

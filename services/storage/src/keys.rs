@@ -6,9 +6,6 @@ use object_store::path::Path;
 
 use crate::{Error, Result};
 
-/// Longest key accepted, in bytes (S3's own limit).
-pub const MAX_KEY_BYTES: usize = 1024;
-
 /// The first key segment reserved for what the services write themselves:
 /// the error journal, append logs, the audit journal, probes.
 pub const RESERVED_PREFIX: &str = "_lakehouse";
@@ -27,42 +24,18 @@ pub fn refuse_reserved(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a key and turns it into an object_store path.
+/// Checks a key with the one key rule every service shares
+/// (`lakehouse_shared::names::validate_key`) and turns it into an
+/// object_store path.
 pub fn validate_key(key: &str) -> Result<Path> {
-    let refuse = |reason| Error::InvalidKey {
+    lakehouse_shared::names::validate_key(key).map_err(|invalid| Error::InvalidKey {
+        key: invalid.key,
+        reason: invalid.reason,
+    })?;
+    Path::parse(key).map_err(|_| Error::InvalidKey {
         key: shorten(key),
-        reason,
-    };
-    if key.is_empty() {
-        return Err(refuse("a key must not be empty"));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(refuse("a key must be at most 1024 bytes"));
-    }
-    if key.contains('\0') {
-        return Err(refuse("a key must not contain NUL"));
-    }
-    if key.starts_with('/') {
-        return Err(refuse("a key must be relative (no leading '/')"));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(refuse("a key must not contain control characters"));
-    }
-    if key.contains('\\') {
-        return Err(refuse("a key must use '/' as separator, not '\\'"));
-    }
-    for segment in key.split('/') {
-        match segment {
-            "" => {
-                return Err(refuse(
-                    "a key must not have empty segments ('//' or a trailing '/')",
-                ));
-            }
-            "." | ".." => return Err(refuse("a key must not have '.' or '..' segments")),
-            _ => {}
-        }
-    }
-    Path::parse(key).map_err(|_| refuse("a key segment is not valid for object storage"))
+        reason: "a key segment is not valid for object storage",
+    })
 }
 
 /// Checks a listing prefix: empty, or a key with an optional trailing '/'.
