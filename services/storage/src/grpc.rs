@@ -406,10 +406,10 @@ impl StorageService for StorageGrpc {
             service: (!service.is_empty()).then(|| service.clone()),
             since: since.as_ref().map(from_timestamp).transpose()?,
         };
-        // The position is the count of matching entries already served:
-        // the journal only grows, oldest first, and compaction keeps the
-        // order, so it stays valid between pages.
-        let offset: usize = match PageToken::decode(&page_token, &filters).map_err(Error::from)? {
+        // The position is the journal ordinal of the next matching entry:
+        // the journal only grows, and flushes and compaction keep every
+        // entry's ordinal, so it stays valid between pages.
+        let from: u64 = match PageToken::decode(&page_token, &filters).map_err(Error::from)? {
             None => 0,
             Some(token) => token
                 .after
@@ -417,29 +417,22 @@ impl StorageService for StorageGrpc {
                 .map_err(|_| Error::PageToken(PageTokenError::Invalid))?,
         };
         let size = paging::page_size(requested).map_err(Error::from)?;
-        // Every page reads the whole journal: the append log has no index
-        // by position (see ErrorJournal::list).
-        let records = self.storage.journal().list(&filter).await;
-        let end = offset.saturating_add(size).min(records.len());
+        let (records, next) = self.storage.journal().list_page(&filter, from, size).await;
         let errors = records
-            .get(offset..end)
-            .unwrap_or_default()
-            .iter()
+            .into_iter()
             .map(|r| pb::ErrorEntry {
                 time: Some(timestamp(r.time)),
-                service: r.service.clone(),
-                operation: r.operation.clone(),
-                bucket: r.bucket.clone(),
-                key: r.key.clone(),
-                message: r.message.clone(),
-                rescue_bucket: r.rescue_bucket.clone(),
+                service: r.service,
+                operation: r.operation,
+                bucket: r.bucket,
+                key: r.key,
+                message: r.message,
+                rescue_bucket: r.rescue_bucket,
             })
             .collect();
-        let next_page_token = if end < records.len() {
-            PageToken::encode(&end.to_string(), &filters)
-        } else {
-            String::new()
-        };
+        let next_page_token = next
+            .map(|ordinal| PageToken::encode(&ordinal.to_string(), &filters))
+            .unwrap_or_default();
         Ok(Response::new(pb::ListErrorsResponse {
             errors,
             next_page_token,

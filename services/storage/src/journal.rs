@@ -96,27 +96,46 @@ impl ErrorJournal {
         }
     }
 
-    /// Matching entries, flushed then buffered, oldest first. When the
-    /// flushed part cannot be read (the default bucket is down), the buffered
-    /// entries are still returned, after an entry that says so.
-    pub async fn list(&self, filter: &ErrorFilter) -> Vec<ErrorRecord> {
-        let mut records = match self.log.read_durable().await {
-            Ok(records) => records,
-            Err(error) => vec![ErrorRecord {
-                time: Utc::now(),
-                service: "storage".to_owned(),
-                operation: "list_errors".to_owned(),
-                bucket: String::new(),
-                key: JOURNAL_PREFIX.to_owned(),
-                message: format!(
-                    "flushed journal entries are unreadable, showing buffered ones only: {error}"
-                ),
-                rescue_bucket: String::new(),
-            }],
-        };
-        records.extend(self.log.buffered());
-        records.retain(|r| filter.matches(r));
-        records
+    /// Up to `limit` matching entries from journal position `from` (0 for
+    /// the start), flushed then buffered, oldest first, and the position of
+    /// the next match if there is one. Reads only what the page needs (see
+    /// `AppendLog::read_page`). When the flushed part cannot be read (the
+    /// default bucket is down), the buffered entries are still returned,
+    /// after an entry that says so.
+    pub async fn list_page(
+        &self,
+        filter: &ErrorFilter,
+        from: u64,
+        limit: usize,
+    ) -> (Vec<ErrorRecord>, Option<u64>) {
+        match self
+            .log
+            .read_page(from, limit, |record| filter.matches(record))
+            .await
+        {
+            Ok(page) => (page.records, page.next),
+            Err(error) => {
+                let mut records = vec![ErrorRecord {
+                    time: Utc::now(),
+                    service: "storage".to_owned(),
+                    operation: "list_errors".to_owned(),
+                    bucket: String::new(),
+                    key: JOURNAL_PREFIX.to_owned(),
+                    message: format!(
+                        "flushed journal entries are unreadable, showing buffered ones only: {error}"
+                    ),
+                    rescue_bucket: String::new(),
+                }];
+                records.extend(
+                    self.log
+                        .buffered()
+                        .into_iter()
+                        .filter(|r| filter.matches(r))
+                        .take(limit),
+                );
+                (records, None)
+            }
+        }
     }
 
     /// Writes buffered entries out now.

@@ -18,7 +18,7 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use lakehouse_proto::storage::v1 as pb;
 use lakehouse_shared::status::error_reason;
-use lakehouse_storage::{Backend, Bucket, BucketRegistry};
+use lakehouse_storage::{Backend, Bucket, BucketRegistry, ErrorRecord, JOURNAL_PREFIX};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
@@ -35,6 +35,8 @@ struct CountingStore {
     inner: InMemory,
     list_calls: AtomicUsize,
     pulled: Arc<AtomicUsize>,
+    /// Bytes served by reads (whole or ranged).
+    read_bytes: AtomicUsize,
 }
 
 impl fmt::Display for CountingStore {
@@ -89,7 +91,10 @@ impl ObjectStore for CountingStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
+        let result = self.inner.get_opts(location, options).await?;
+        let served = usize::try_from(result.range.end - result.range.start).unwrap_or(usize::MAX);
+        self.read_bytes.fetch_add(served, Ordering::SeqCst);
+        Ok(result)
     }
 
     async fn get_ranges(
@@ -97,6 +102,11 @@ impl ObjectStore for CountingStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
+        let served: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        self.read_bytes.fetch_add(
+            usize::try_from(served).unwrap_or(usize::MAX),
+            Ordering::SeqCst,
+        );
         self.inner.get_ranges(location, ranges).await
     }
 
@@ -425,4 +435,108 @@ async fn list_errors_tokens_are_bound_to_filters() {
         .await
         .expect_err("negative size");
     assert_eq!(error_reason(&status).as_deref(), Some("INVALID_PAGE_SIZE"));
+}
+
+/// A `ListErrors` page deep in a large journal reads what the page holds
+/// (names, one header, a stride or two), not the journal (issue 8, item 4).
+#[tokio::test]
+async fn a_list_errors_page_reads_what_it_holds_not_the_journal() {
+    const ENTRIES: usize = 60_000;
+    let store = Arc::new(CountingStore::default());
+    // A journal as the service leaves it after a while: one compacted
+    // object and a few newer parts.
+    let writer =
+        lakehouse_shared::append_log::AppendLog::<ErrorRecord>::new(store.clone(), JOURNAL_PREFIX);
+    let record = |n: usize| ErrorRecord {
+        time: chrono::Utc::now(),
+        service: if n.is_multiple_of(10) { "ingest" } else { "catalog" }.to_owned(),
+        operation: "resync_dataset".to_owned(),
+        bucket: "mem".to_owned(),
+        key: format!("datasets/x/part-{n}.parquet"),
+        message: format!("footer unreadable #{n}"),
+        rescue_bucket: String::new(),
+    };
+    for n in 0..ENTRIES {
+        writer.append(record(n));
+        if (n + 1).is_multiple_of(10_000) {
+            writer.flush().await.expect("flush");
+        }
+    }
+    writer.compact().await.expect("compact");
+    for n in ENTRIES..ENTRIES + 30 {
+        writer.append(record(n));
+        writer.flush().await.expect("flush");
+    }
+    let journal_bytes: u64 = {
+        use futures::TryStreamExt as _;
+        let metas: Vec<ObjectMeta> = store
+            .inner
+            .list(Some(&Path::from(JOURNAL_PREFIX)))
+            .try_collect()
+            .await
+            .expect("list");
+        metas.iter().map(|m| m.size).sum()
+    };
+    let bucket = Bucket {
+        name: "mem".to_owned(),
+        backend: Backend::Memory,
+        store: store.clone(),
+        rescue: None,
+    };
+    let registry = BucketRegistry::from_buckets(vec![bucket], "mem");
+    let server = TestServer::start_on(registry, None).await;
+    let mut client = server.client();
+
+    // Walk to the middle of the journal with big pages, then measure one
+    // page of 100 there, filtered by service.
+    let request = |page_token: String, page_size: i32| pb::ListErrorsRequest {
+        service: "ingest".to_owned(),
+        page_size,
+        page_token,
+        ..Default::default()
+    };
+    let mut token = String::new();
+    for _ in 0..3 {
+        token = client
+            .list_errors(request(token, 1000))
+            .await
+            .expect("page")
+            .into_inner()
+            .next_page_token;
+    }
+    store.read_bytes.swap(0, Ordering::SeqCst);
+    let page = client
+        .list_errors(request(token, 100))
+        .await
+        .expect("deep page")
+        .into_inner();
+    let read = store.read_bytes.swap(0, Ordering::SeqCst) as u64;
+    let keys: Vec<String> = page.errors.iter().map(|e| e.key.clone()).collect();
+    let expected: Vec<String> = (30_000..31_000)
+        .step_by(10)
+        .map(|n| format!("datasets/x/part-{n}.parquet"))
+        .collect();
+    assert_eq!(keys, expected, "the fourth page of ingest entries");
+    eprintln!(
+        "ListErrors page of 100 (of 1000 scanned entries) read {read} of {journal_bytes} journal bytes"
+    );
+    assert!(
+        read * 20 < journal_bytes,
+        "a page of 100 read {read} bytes of a {journal_bytes}-byte journal"
+    );
+
+    // The last pages reach the newest parts, and end without an empty page.
+    let mut seen = page.errors.len();
+    let mut token = page.next_page_token;
+    while !token.is_empty() {
+        let next = client
+            .list_errors(request(token, 1000))
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(!next.errors.is_empty(), "no empty page");
+        seen += next.errors.len();
+        token = next.next_page_token;
+    }
+    assert_eq!(seen, (ENTRIES + 30) / 10 - 3000);
 }
