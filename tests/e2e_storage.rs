@@ -101,7 +101,7 @@ fn put_get_range_list_delete_through_grpcurl() {
     // "hello lakehouse" in base64, uploaded as header + two chunks + commit.
     let (ok, out, err) = call(
         "PutObject",
-        r#"{"header":{"key":"notes/hello.txt","require_commit":true}} {"chunk":"aGVsbG8g"} {"chunk":"bGFrZWhvdXNl"} {"commit":{"size":"15"}}"#,
+        r#"{"header":{"key":"notes/hello.txt"}} {"chunk":"aGVsbG8g"} {"chunk":"bGFrZWhvdXNl"} {"commit":{"size":"15"}}"#,
     );
     assert!(ok, "put: {err}");
     assert!(out.contains("\"size\": \"15\""), "{out}");

@@ -75,7 +75,7 @@ impl GrpcObjectStore {
                 key: location.to_string(),
                 expected_size: None,
                 create_only,
-                require_commit: true,
+                ..Default::default()
             })),
         }
     }
@@ -111,10 +111,13 @@ fn internal<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-fn commit_message(size: u64) -> pb::PutObjectRequest {
+/// The commit that ends every upload: storage writes nothing unless the
+/// bytes it received match both figures.
+fn commit_message(size: u64, crc32c: u32) -> pb::PutObjectRequest {
     pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Commit(pb::PutObjectCommit {
             size,
+            crc32c: Some(crc32c),
         })),
     }
 }
@@ -219,10 +222,12 @@ impl ObjectStore for GrpcObjectStore {
         };
         let mut messages = vec![self.header(location, create_only)];
         let size = payload.content_length() as u64;
+        let mut crc = 0;
         for part in payload.into_iter() {
+            crc = crc32c::crc32c_append(crc, &part);
             messages.extend(split(part).map(chunk_message));
         }
-        messages.push(commit_message(size));
+        messages.push(commit_message(size, crc));
         let response = self
             .client
             .clone()
@@ -467,16 +472,18 @@ impl ObjectStore for GrpcObjectStore {
                 .map_err(|_| protocol_error("upload ended early"))?;
             let mut data = data;
             let mut size = 0u64;
+            let mut crc = 0;
             while let Some(bytes) = data.next().await {
                 let bytes = bytes?;
                 size += bytes.len() as u64;
+                crc = crc32c::crc32c_append(crc, &bytes);
                 for piece in split(bytes) {
                     tx.send(chunk_message(piece))
                         .await
                         .map_err(|_| protocol_error("upload ended early"))?;
                 }
             }
-            tx.send(commit_message(size))
+            tx.send(commit_message(size, crc))
                 .await
                 .map_err(|_| protocol_error("upload ended early"))?;
             Ok::<(), object_store::Error>(())
@@ -555,6 +562,7 @@ fn ordered_requests(
         next: u64,
         ready: Vec<Bytes>,
         size: u64,
+        crc32c: u32,
         finished: bool,
     }
     let state = State {
@@ -563,6 +571,7 @@ fn ordered_requests(
         next: 0,
         ready: Vec::new(),
         size: 0,
+        crc32c: 0,
         finished: false,
     };
     let parts = futures::stream::unfold(state, |mut s| async move {
@@ -572,6 +581,7 @@ fn ordered_requests(
             }
             if let Some(bytes) = s.ready.pop() {
                 s.size += bytes.len() as u64;
+                s.crc32c = crc32c::crc32c_append(s.crc32c, &bytes);
                 return Some((chunk_message(bytes), s));
             }
             if let Some(item) = s.waiting.remove(&s.next) {
@@ -584,8 +594,8 @@ fn ordered_requests(
                     }
                     UploadItem::Done => {
                         s.finished = true;
-                        let size = s.size;
-                        return Some((commit_message(size), s));
+                        let (size, crc) = (s.size, s.crc32c);
+                        return Some((commit_message(size, crc), s));
                     }
                 }
             }

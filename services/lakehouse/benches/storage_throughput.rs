@@ -117,7 +117,6 @@ async fn main() {
     let header = pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
             key: "bench/object.bin".to_owned(),
-            require_commit: true,
             ..Default::default()
         })),
     };
@@ -130,6 +129,7 @@ async fn main() {
     let commit = pb::PutObjectRequest {
         part: Some(pb::put_object_request::Part::Commit(pb::PutObjectCommit {
             size: total,
+            crc32c: None,
         })),
     };
     let requests = futures::stream::once(async { header })

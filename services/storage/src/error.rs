@@ -135,6 +135,28 @@ pub enum Error {
         actual: u64,
     },
 
+    /// The upload stream ended without the commit message that completes it.
+    #[error(
+        "the upload of {key:?} ended without a commit message, so nothing was written; end the stream with a commit (size, crc32c), or set allow_uncommitted in the header"
+    )]
+    UploadIncomplete {
+        /// The key.
+        key: String,
+    },
+
+    /// The bytes received do not match the commit's checksum.
+    #[error(
+        "the upload of {key:?} does not match its commit: the bytes received have CRC32C {received:08x}, the commit says {committed:08x}; nothing was written"
+    )]
+    UploadCorrupt {
+        /// The key.
+        key: String,
+        /// CRC32C of the bytes received.
+        received: u32,
+        /// CRC32C the commit announced.
+        committed: u32,
+    },
+
     /// The client's upload stream failed or was cancelled.
     #[error("upload of {key:?} was interrupted ({status}); nothing was written")]
     UploadInterrupted {
@@ -179,6 +201,7 @@ impl From<Error> for Status {
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::RangeNotSatisfiable(_) => Code::OutOfRange,
             Error::UploadInterrupted { .. } => Code::Cancelled,
+            Error::UploadIncomplete { .. } | Error::UploadCorrupt { .. } => Code::InvalidArgument,
             Error::Backend { source, .. } => backend_code(source),
             Error::Journal(_) => Code::Unavailable,
             Error::ReadConfig { .. }
@@ -251,6 +274,19 @@ fn error_info(error: &Error, code: Code) -> (&'static str, Vec<(&'static str, St
             ],
         ),
         Error::UploadInterrupted { key, .. } => ("UPLOAD_INTERRUPTED", vec![("key", key.clone())]),
+        Error::UploadIncomplete { key } => ("UPLOAD_INCOMPLETE", vec![("key", key.clone())]),
+        Error::UploadCorrupt {
+            key,
+            received,
+            committed,
+        } => (
+            "UPLOAD_CORRUPT",
+            vec![
+                ("key", key.clone()),
+                ("received_crc32c", format!("{received:08x}")),
+                ("crc32c", format!("{committed:08x}")),
+            ],
+        ),
         Error::Backend { bucket, key, .. } => (
             match code {
                 Code::NotFound => "OBJECT_NOT_FOUND",

@@ -77,24 +77,27 @@ fn with_rescue_metadata<T>(mut response: Response<T>, rescue: Option<&str>) -> R
 }
 
 /// The data of an upload: chunks until a commit (which must be last) or the
-/// end of the stream. A stream that ends without the commit it promised, or
-/// fails, yields an error, so nothing is written.
+/// end of the stream. A stream that ends without its commit (unless the
+/// header waived it), whose commit disagrees with the bytes, or that fails,
+/// yields an error, so nothing is written.
 fn upload_chunks(
     stream: Streaming<pb::PutObjectRequest>,
     key: String,
-    require_commit: bool,
+    allow_uncommitted: bool,
 ) -> impl Stream<Item = Result<Bytes, Error>> + Send + Unpin {
     use pb::put_object_request::Part;
     struct State {
         stream: Streaming<pb::PutObjectRequest>,
         key: String,
         received: u64,
+        crc32c: u32,
         committed: bool,
     }
     let state = State {
         stream,
         key,
         received: 0,
+        crc32c: 0,
         committed: false,
     };
     Box::pin(futures::stream::try_unfold(
@@ -112,15 +115,12 @@ fn upload_chunks(
                         })?;
                 match (message.and_then(|m| m.part), state.committed) {
                     (None, true) => return Ok(None),
-                    (None, false) if require_commit => {
-                        return Err(Error::UploadInterrupted {
+                    (None, false) if allow_uncommitted => return Ok(None),
+                    (None, false) => {
+                        return Err(Error::UploadIncomplete {
                             key: state.key.clone(),
-                            status: Box::new(Status::cancelled(
-                                "the stream ended without the commit the header required",
-                            )),
                         });
                     }
-                    (None, false) => return Ok(None),
                     (Some(_), true) => {
                         return Err(Error::InvalidRequest(
                             "a PutObject commit must be the last message".to_owned(),
@@ -128,14 +128,24 @@ fn upload_chunks(
                     }
                     (Some(Part::Chunk(bytes)), false) => {
                         state.received += bytes.len() as u64;
+                        state.crc32c = crc32c::crc32c_append(state.crc32c, &bytes);
                         return Ok(Some((bytes, state)));
                     }
-                    (Some(Part::Commit(pb::PutObjectCommit { size })), false) => {
+                    (Some(Part::Commit(pb::PutObjectCommit { size, crc32c })), false) => {
                         if size != state.received {
                             return Err(Error::SizeMismatch {
                                 key: state.key.clone(),
                                 expected: size,
                                 actual: state.received,
+                            });
+                        }
+                        if let Some(committed) = crc32c
+                            && committed != state.crc32c
+                        {
+                            return Err(Error::UploadCorrupt {
+                                key: state.key.clone(),
+                                received: state.crc32c,
+                                committed,
                             });
                         }
                         state.committed = true;
@@ -217,17 +227,21 @@ impl StorageService for StorageGrpc {
                 .into());
             }
         };
+        // `require_commit` is named (and ignored) so that a new header field
+        // cannot be missed here; a commit is required unless waived.
+        #[allow(deprecated)]
         let pb::PutObjectHeader {
             bucket,
             key,
             expected_size,
             create_only,
-            require_commit,
+            require_commit: _,
+            allow_uncommitted,
         } = header;
         if !reserved_ok {
             crate::keys::refuse_reserved(&key)?;
         }
-        let chunks = upload_chunks(stream, key.clone(), require_commit);
+        let chunks = upload_chunks(stream, key.clone(), allow_uncommitted);
         let options = PutOptions {
             expected_size,
             create_only,

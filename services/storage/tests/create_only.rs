@@ -1,6 +1,8 @@
-//! `create_only` holds for uploads larger than one single put (issue 11,
-//! item 5): over real gRPC, an existing key is refused and left unchanged,
-//! and of two racing large uploads to a new key exactly one wins.
+//! Uploads are safe by default (issue 11, item 5), over real gRPC: a stream
+//! that ends without its commit, or whose commit's CRC32C disagrees with the
+//! bytes, writes nothing unless the header opts out; `create_only` holds for
+//! uploads larger than one single put: an existing key is refused and left
+//! unchanged, and of two racing large uploads to a new key exactly one wins.
 
 #![allow(unused_crate_dependencies)]
 
@@ -25,7 +27,6 @@ fn header(key: &str) -> pb::PutObjectRequest {
             bucket: String::new(),
             key: key.to_owned(),
             create_only: true,
-            require_commit: true,
             ..Default::default()
         })),
     }
@@ -43,7 +44,10 @@ fn chunks(fill: u8) -> Vec<pb::PutObjectRequest> {
 
 fn commit() -> pb::PutObjectRequest {
     pb::PutObjectRequest {
-        part: Some(Part::Commit(pb::PutObjectCommit { size: LARGE as u64 })),
+        part: Some(Part::Commit(pb::PutObjectCommit {
+            size: LARGE as u64,
+            crc32c: None,
+        })),
     }
 }
 
@@ -150,4 +154,88 @@ async fn of_two_racing_large_create_only_uploads_exactly_one_wins() {
     let staged = dir.path().join("main").join("_lakehouse").join("uploads");
     let left = std::fs::read_dir(&staged).map_or(0, |d| d.count());
     assert_eq!(left, 0, "staged uploads left in {}", staged.display());
+}
+
+#[tokio::test]
+async fn an_upload_without_its_commit_or_with_a_wrong_checksum_writes_nothing() {
+    let (server, _dir) = server().await;
+    let data = Bytes::from_static(b"id,name\n1,a\n2,b\n3,");
+    let plain_header = |key: &str, allow_uncommitted: bool| pb::PutObjectRequest {
+        part: Some(Part::Header(pb::PutObjectHeader {
+            key: key.to_owned(),
+            allow_uncommitted,
+            ..Default::default()
+        })),
+    };
+    let chunk = pb::PutObjectRequest {
+        part: Some(Part::Chunk(data.clone())),
+    };
+    let commit_with = |crc32c: Option<u32>| pb::PutObjectRequest {
+        part: Some(Part::Commit(pb::PutObjectCommit {
+            size: data.len() as u64,
+            crc32c,
+        })),
+    };
+    let exists = |key: &'static str| {
+        let mut client = server.client();
+        async move {
+            client
+                .head_object(pb::HeadObjectRequest {
+                    bucket: String::new(),
+                    key: key.to_owned(),
+                })
+                .await
+                .is_ok()
+        }
+    };
+
+    // A stream that just ends (a client that died mid-upload) by default.
+    let status = server
+        .client()
+        .put_object(futures::stream::iter(vec![
+            plain_header("t/ended.csv", false),
+            chunk.clone(),
+        ]))
+        .await
+        .expect_err("no commit");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(error_reason(&status).as_deref(), Some("UPLOAD_INCOMPLETE"));
+    assert!(status.message().contains("allow_uncommitted"), "{status:?}");
+    assert!(!exists("t/ended.csv").await, "nothing written");
+
+    // A commit whose checksum is not the bytes'.
+    let good = crc32c::crc32c(&data);
+    let status = server
+        .client()
+        .put_object(futures::stream::iter(vec![
+            plain_header("t/corrupt.csv", false),
+            chunk.clone(),
+            commit_with(Some(good ^ 1)),
+        ]))
+        .await
+        .expect_err("wrong crc");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(error_reason(&status).as_deref(), Some("UPLOAD_CORRUPT"));
+    assert!(!exists("t/corrupt.csv").await, "nothing written");
+
+    // The right checksum, and the explicit opt-out, both write.
+    server
+        .client()
+        .put_object(futures::stream::iter(vec![
+            plain_header("t/good.csv", false),
+            chunk.clone(),
+            commit_with(Some(good)),
+        ]))
+        .await
+        .expect("committed upload");
+    assert_eq!(read(&server, "t/good.csv").await, data.to_vec());
+    server
+        .client()
+        .put_object(futures::stream::iter(vec![
+            plain_header("t/typed.csv", true),
+            chunk,
+        ]))
+        .await
+        .expect("opted out of the commit");
+    assert_eq!(read(&server, "t/typed.csv").await, data.to_vec());
 }

@@ -449,7 +449,12 @@ async fn a_list_errors_page_reads_what_it_holds_not_the_journal() {
         lakehouse_shared::append_log::AppendLog::<ErrorRecord>::new(store.clone(), JOURNAL_PREFIX);
     let record = |n: usize| ErrorRecord {
         time: chrono::Utc::now(),
-        service: if n.is_multiple_of(10) { "ingest" } else { "catalog" }.to_owned(),
+        service: if n.is_multiple_of(10) {
+            "ingest"
+        } else {
+            "catalog"
+        }
+        .to_owned(),
         operation: "resync_dataset".to_owned(),
         bucket: "mem".to_owned(),
         key: format!("datasets/x/part-{n}.parquet"),

@@ -328,12 +328,11 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         status.message()
     );
 
-    // An upload that promised a commit and ended without it writes nothing.
+    // An upload that ended without its commit writes nothing.
     let messages = vec![
         pb::PutObjectRequest {
             part: Some(pb::put_object_request::Part::Header(pb::PutObjectHeader {
                 key: "half.bin".to_owned(),
-                require_commit: true,
                 ..Default::default()
             })),
         },
@@ -354,7 +353,11 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         .put_object(futures::stream::iter(messages))
         .await
         .expect_err("no commit");
-    assert_eq!(status.code(), tonic::Code::Cancelled);
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        lakehouse_shared::status::error_reason(&status).as_deref(),
+        Some("UPLOAD_INCOMPLETE")
+    );
     // Nothing is left in the folder: not the object, not a staging file.
     let leftovers = lakehouse_shared::testing::files_under(&root);
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");

@@ -30,7 +30,6 @@ fn put_messages(key: &str, data: &'static [u8]) -> Vec<pb::PutObjectRequest> {
             part: Some(Part::Header(pb::PutObjectHeader {
                 bucket: String::new(),
                 key: key.to_owned(),
-                require_commit: true,
                 ..Default::default()
             })),
         },
@@ -40,6 +39,7 @@ fn put_messages(key: &str, data: &'static [u8]) -> Vec<pb::PutObjectRequest> {
         pb::PutObjectRequest {
             part: Some(Part::Commit(pb::PutObjectCommit {
                 size: data.len() as u64,
+                crc32c: None,
             })),
         },
     ]
