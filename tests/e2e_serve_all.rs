@@ -197,3 +197,217 @@ fn sigterm_stops_the_server_cleanly() {
         server.log_text()
     );
 }
+
+/// One rule for names and one for object keys (issue 8, item 6): the same
+/// cases, from `lakehouse_shared::names::examples`, sent to every service
+/// of a running `serve all` over real gRPC. Each invalid one is refused with
+/// INVALID_ARGUMENT and the same reason everywhere; each valid one gets past
+/// validation (it may still fail later for other reasons, never as invalid).
+#[test]
+fn every_service_applies_the_one_name_rule_and_the_one_key_rule() {
+    use lakehouse_proto::catalog::v1 as catalog;
+    use lakehouse_proto::ingest::v1 as ingest;
+    use lakehouse_proto::storage::v1 as storage;
+    use lakehouse_proto::vector::v1 as vector;
+    use lakehouse_shared::status::error_reason;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start("all", dir.path(), &[]);
+    server.wait_healthy();
+    let examples = lakehouse_shared::names::examples();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let channel = lakehouse_client::connect(&server.uri())
+            .await
+            .expect("connect");
+        let mut storage_client = lakehouse_client::storage(channel.clone());
+        let mut catalog_client = lakehouse_client::catalog(channel.clone());
+        let mut ingest_client = lakehouse_client::ingest(channel.clone());
+        let mut vector_client = lakehouse_client::vector(channel);
+
+        // What each service answers for a name: Ok(()) or the status.
+        let verdict = |result: Result<(), tonic::Status>| match result {
+            Ok(()) => None,
+            Err(status) => Some((status.code(), error_reason(&status))),
+        };
+        let invalid_name = Some((
+            tonic::Code::InvalidArgument,
+            Some("INVALID_NAME".to_owned()),
+        ));
+        let invalid_key = Some((tonic::Code::InvalidArgument, Some("INVALID_KEY".to_owned())));
+
+        let csv = bytes::Bytes::from_static(b"id,name\n1,a\n");
+        for name in examples.invalid_names.iter().chain(&examples.valid_names) {
+            let valid = examples.valid_names.contains(name);
+            let mut answers = Vec::new();
+            answers.push((
+                "catalog CreateDataset",
+                verdict(
+                    catalog_client
+                        .create_dataset(catalog::CreateDatasetRequest {
+                            name: name.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                ),
+            ));
+            let upload = vec![
+                ingest::IngestFileRequest {
+                    part: Some(ingest::ingest_file_request::Part::Header(
+                        ingest::IngestFileHeader {
+                            dataset: name.clone(),
+                            file_name: "people.csv".to_owned(),
+                            format: ingest::FileFormat::Csv as i32,
+                            mode: ingest::IngestMode::Append as i32,
+                            ..Default::default()
+                        },
+                    )),
+                },
+                ingest::IngestFileRequest {
+                    part: Some(ingest::ingest_file_request::Part::Chunk(csv.clone())),
+                },
+                ingest::IngestFileRequest {
+                    part: Some(ingest::ingest_file_request::Part::Commit(
+                        ingest::IngestFileCommit {
+                            size_bytes: csv.len() as u64,
+                            crc32c: crc32c::crc32c(&csv),
+                        },
+                    )),
+                },
+            ];
+            answers.push((
+                "ingest IngestFile",
+                verdict(
+                    ingest_client
+                        .ingest_file(futures::stream::iter(upload))
+                        .await
+                        .map(|_| ()),
+                ),
+            ));
+            answers.push((
+                "vector CreateIndex (index name)",
+                verdict(
+                    vector_client
+                        .create_index(vector::CreateIndexRequest {
+                            name: name.clone(),
+                            dataset: "no-such-dataset".to_owned(),
+                            id_column: "id".to_owned(),
+                            vector_column: "embedding".to_owned(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                ),
+            ));
+            answers.push((
+                "vector CreateEvalSet",
+                verdict(
+                    vector_client
+                        .create_eval_set(vector::CreateEvalSetRequest {
+                            name: name.clone(),
+                            index: "no-such-index".to_owned(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                ),
+            ));
+            for (service, answer) in answers {
+                if valid {
+                    assert_ne!(
+                        answer, invalid_name,
+                        "{service} refused the valid name {name:?}"
+                    );
+                } else {
+                    assert_eq!(
+                        answer, invalid_name,
+                        "{service} on the invalid name {name:?}"
+                    );
+                }
+            }
+        }
+
+        catalog_client
+            .create_dataset(catalog::CreateDatasetRequest {
+                name: "keys".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("a dataset to commit keys to");
+        for key in examples.invalid_keys.iter().chain(&examples.valid_keys) {
+            let valid = examples.valid_keys.contains(key);
+            let put = vec![
+                storage::PutObjectRequest {
+                    part: Some(storage::put_object_request::Part::Header(
+                        storage::PutObjectHeader {
+                            key: key.clone(),
+                            ..Default::default()
+                        },
+                    )),
+                },
+                storage::PutObjectRequest {
+                    part: Some(storage::put_object_request::Part::Commit(
+                        storage::PutObjectCommit {
+                            size: 0,
+                            crc32c: None,
+                        },
+                    )),
+                },
+            ];
+            let answers = [
+                (
+                    "storage PutObject",
+                    verdict(
+                        storage_client
+                            .put_object(futures::stream::iter(put))
+                            .await
+                            .map(|_| ()),
+                    ),
+                ),
+                (
+                    "storage HeadObject",
+                    verdict(
+                        storage_client
+                            .head_object(storage::HeadObjectRequest {
+                                bucket: String::new(),
+                                key: key.clone(),
+                            })
+                            .await
+                            .map(|_| ()),
+                    ),
+                ),
+                (
+                    "catalog CommitFiles",
+                    verdict(
+                        catalog_client
+                            .commit_files(catalog::CommitFilesRequest {
+                                name: "keys".to_owned(),
+                                mode: catalog::CommitMode::Append as i32,
+                                add_files: vec![catalog::DataFile {
+                                    key: key.clone(),
+                                    size_bytes: 1,
+                                    row_count: 1,
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            })
+                            .await
+                            .map(|_| ()),
+                    ),
+                ),
+            ];
+            for (service, answer) in answers {
+                if valid {
+                    assert_ne!(
+                        answer, invalid_key,
+                        "{service} refused the valid key {key:?}"
+                    );
+                } else {
+                    assert_eq!(answer, invalid_key, "{service} on the invalid key {key:?}");
+                }
+            }
+        }
+    });
+    server.stop();
+}
