@@ -86,6 +86,25 @@ fn serve_all_is_healthy_and_lists_every_service_through_grpcurl() {
         stderr.contains("NotFound") && stderr.contains("ListTrials"),
         "{stderr}"
     );
+
+    // grpcurl shows the error's details: reflection describes ErrorInfo.
+    let (ok, _, stderr) = grpcurl(
+        &grpcurl_path,
+        &[
+            "-plaintext",
+            "-d",
+            r#"{"name":"nope"}"#,
+            &server.addr,
+            "lakehouse.catalog.v1.CatalogService/GetDataset",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("google.rpc.ErrorInfo")
+            && stderr.contains("DATASET_NOT_FOUND")
+            && !stderr.contains("not recognized"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -235,11 +235,14 @@ impl GrpcServer {
 }
 
 /// Reflection lists only the services this server really serves, although
-/// the descriptor set describes all four.
+/// the descriptor set describes all four. It also describes
+/// `google.rpc.ErrorInfo` and the other error details, so grpcurl prints an
+/// error's reason and metadata instead of "ErrorInfo is not recognized".
 fn reflection(names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
     let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lakehouse_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .with_service_name("grpc.reflection.v1alpha.ServerReflection");
