@@ -77,6 +77,7 @@ async fn main() {
             .resync_dataset(pb::ResyncDatasetRequest {
                 name: "bench".to_owned(),
                 dry_run,
+                allow_row_loss: false,
             })
             .await
             .expect("resync")

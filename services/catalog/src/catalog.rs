@@ -282,17 +282,48 @@ impl Catalog {
     }
 
     /// Restores one manifest from its files' footers (see [`Self::examine`]).
-    pub async fn resync(&self, name: &DatasetName, dry_run: bool) -> Result<ResyncReport> {
+    /// A resync that would drop manifest files fails with
+    /// [`Error::RowLoss`] unless `allow_row_loss` (or `dry_run`).
+    pub async fn resync(
+        &self,
+        name: &DatasetName,
+        dry_run: bool,
+        allow_row_loss: bool,
+    ) -> Result<ResyncReport> {
         let manifest = self.store.get(name, View::Full).await?;
         let listed = self.list_data_files(&manifest).await?;
-        self.examine(manifest, listed, dry_run).await
+        let report = self
+            .examine(manifest, listed, dry_run, allow_row_loss)
+            .await?;
+        if report.refused_row_loss {
+            let keys = report
+                .file_changes
+                .iter()
+                .filter(|c| c.kind == resync::FileChangeKind::Removed)
+                .take(crate::error::ROW_LOSS_KEYS_SHOWN)
+                .map(|c| c.key.clone())
+                .collect();
+            return Err(Error::RowLoss {
+                name: report.dataset,
+                rows: report.rows_lost,
+                files: report.files_lost,
+                keys,
+            });
+        }
+        Ok(report)
     }
 
     /// Resyncs every dataset whose manifest lacks statistics or whose files
     /// differ from the listing (keys, sizes, entity tags). Deciding by
     /// listing keeps this cheap for healthy datasets: only drifted ones have
     /// their footers read. Datasets deleted or changed meanwhile are skipped.
-    pub async fn resync_missing(&self, dry_run: bool) -> Result<MissingReport> {
+    /// A dataset whose resync would drop manifest files is left unchanged
+    /// (its report says `refused_row_loss`) unless `allow_row_loss`.
+    pub async fn resync_missing(
+        &self,
+        dry_run: bool,
+        allow_row_loss: bool,
+    ) -> Result<MissingReport> {
         let mut report = MissingReport::default();
         let mut after = None;
         loop {
@@ -319,11 +350,14 @@ impl Catalog {
                 report.datasets_checked += 1;
                 let listed = self.list_data_files(&manifest).await?;
                 if !resync::lacks_stats(&manifest)
-                    && !resync::listing_differs(&manifest, &name.prefix(), &listed)
+                    && !resync::listing_differs(&manifest, &name.prefix(), &listed.0)
                 {
                     continue;
                 }
-                match self.examine(manifest, listed, dry_run).await {
+                match self
+                    .examine(manifest, listed, dry_run, allow_row_loss)
+                    .await
+                {
                     Ok(found) if found.drifted || !found.problems.is_empty() => {
                         report.reports.push(found);
                     }
@@ -337,14 +371,19 @@ impl Catalog {
         }
     }
 
-    /// The data files under the dataset's prefix, as storage lists them.
-    async fn list_data_files(&self, manifest: &Dataset) -> Result<Vec<Listed>> {
+    /// The data files under the dataset's prefix, as storage lists them,
+    /// with the keys of uncommitted ingest parts set apart (never adopted;
+    /// see [`resync::split_uncommitted`]).
+    async fn list_data_files(&self, manifest: &Dataset) -> Result<(Vec<Listed>, Vec<String>)> {
         let prefix = manifest.name.prefix();
         match self.storage.list(&manifest.bucket, &prefix).await {
-            Ok(listed) => Ok(listed
-                .into_iter()
-                .filter(|l| resync::is_data_file(&l.key))
-                .collect()),
+            Ok(listed) => Ok(resync::split_uncommitted(
+                manifest,
+                listed
+                    .into_iter()
+                    .filter(|l| resync::is_data_file(&l.key))
+                    .collect(),
+            )),
             Err(error) => {
                 self.storage
                     .report_error("resync", &manifest.bucket, &prefix, &error.to_string())
@@ -361,11 +400,17 @@ impl Catalog {
     /// being overwritten. Storage trouble aborts the resync (nothing is
     /// changed); a file that is not readable Parquet is a problem, reported
     /// and journaled, and left out.
+    ///
+    /// Applying drops the rows of manifest files that vanished or became
+    /// unreadable; without `allow_row_loss` such a resync is not applied
+    /// and its report says `refused_row_loss`. With it, the loss is logged
+    /// at WARN and journaled to the storage error journal.
     async fn examine(
         &self,
         manifest: Dataset,
-        mut listed: Vec<Listed>,
+        (mut listed, uncommitted_keys): (Vec<Listed>, Vec<String>),
         dry_run: bool,
+        allow_row_loss: bool,
     ) -> Result<ResyncReport> {
         let started = Utc::now();
         let bucket = manifest.bucket.clone();
@@ -439,6 +484,7 @@ impl Catalog {
                 .await;
         }
         let drifted = !outcome.field_changes.is_empty() || !outcome.file_changes.is_empty();
+        let (rows_lost, files_lost) = resync::loss(&outcome.file_changes);
         let mut report = ResyncReport {
             dataset: manifest.name.as_str().to_owned(),
             drifted,
@@ -448,7 +494,51 @@ impl Catalog {
             problems,
             bytes_read: bytes_read.load(Ordering::Relaxed),
             version: manifest.version,
+            uncommitted_keys,
+            rows_lost,
+            files_lost,
+            refused_row_loss: false,
         };
+        if !report.uncommitted_keys.is_empty() {
+            tracing::info!(
+                dataset = %manifest.name,
+                keys = report.uncommitted_keys.len(),
+                "uncommitted ingest parts left out of the resync"
+            );
+        }
+        if drifted && !dry_run && files_lost > 0 {
+            if !allow_row_loss {
+                tracing::info!(
+                    dataset = %manifest.name,
+                    rows_lost,
+                    files_lost,
+                    "resync would drop rows; not applied without allow_row_loss"
+                );
+                report.refused_row_loss = true;
+                return Ok(report);
+            }
+            let message = format!(
+                "resync with allow_row_loss dropped {files_lost} file(s) with {rows_lost} row(s) from dataset {:?} at version {}",
+                manifest.name.as_str(),
+                manifest.version
+            );
+            tracing::warn!(dataset = %manifest.name, rows_lost, files_lost, "{message}");
+            for change in report
+                .file_changes
+                .iter()
+                .filter(|c| c.kind == resync::FileChangeKind::Removed)
+            {
+                let rows = change.before.as_ref().map_or(0, |f| f.row_count);
+                self.storage
+                    .report_error(
+                        "resync row loss",
+                        &bucket,
+                        &change.key,
+                        &format!("{message}; this file held {rows} row(s)"),
+                    )
+                    .await;
+            }
+        }
         if drifted && !dry_run {
             let rows = outcome.files.iter().map(|f| f.row_count).sum();
             let bytes = outcome.files.iter().map(|f| f.size_bytes).sum();

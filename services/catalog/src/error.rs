@@ -144,6 +144,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// A resync would drop manifest files (vanished from storage or
+    /// unreadable) and the caller did not allow it; nothing was changed.
+    #[error(
+        "resync of dataset {name:?} would drop {files} file(s) with {rows} row(s) that the manifest holds but storage no longer serves; nothing was changed: check the files (a dry run lists them), then pass allow_row_loss to accept the loss"
+    )]
+    RowLoss {
+        /// The dataset.
+        name: String,
+        /// Rows the dropped files hold, by the manifest.
+        rows: u64,
+        /// Files that would be dropped.
+        files: u64,
+        /// The first few of their keys (see [`ROW_LOSS_KEYS_SHOWN`]).
+        keys: Vec<String>,
+    },
+
     /// The catalog database failed.
     #[error("catalog database failed during {operation}: {source}")]
     Database {
@@ -198,6 +214,10 @@ pub enum Error {
     #[error(transparent)]
     Client(#[from] lakehouse_client::Error),
 }
+
+/// How many keys of the files a refused resync would drop go into the
+/// ROW_LOSS error's metadata (`file_keys`); a dry run lists them all.
+pub const ROW_LOSS_KEYS_SHOWN: usize = 10;
 
 /// Result with the catalog [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -320,6 +340,20 @@ fn error_info(error: &Error, code: Code) -> (&'static str, Vec<(&'static str, St
         Error::Precondition { name, .. } => {
             ("FAILED_PRECONDITION", vec![("dataset", name.clone())])
         }
+        Error::RowLoss {
+            name,
+            rows,
+            files,
+            keys,
+        } => (
+            "ROW_LOSS",
+            vec![
+                ("dataset", name.clone()),
+                ("rows_lost", rows.to_string()),
+                ("files_lost", files.to_string()),
+                ("file_keys", keys.join(",")),
+            ],
+        ),
         Error::Storage { .. } if lakehouse_shared::status::is_caller_error(code) => {
             ("STORAGE_REFUSED", vec![])
         }
@@ -348,6 +382,7 @@ impl From<Error> for Status {
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::VersionConflict { .. } => Code::Aborted,
             Error::Precondition { .. }
+            | Error::RowLoss { .. }
             | Error::BucketMismatch { .. }
             | Error::KeyOutsideDataset { .. }
             | Error::FileNotFound { .. }
@@ -393,11 +428,9 @@ impl From<Error> for Status {
             _ => error.to_string(),
         };
         let (reason, metadata) = error_info(&error, code);
-        if lakehouse_shared::status::is_caller_error(code) {
-            tracing::debug!(%error, ?code, "catalog request refused");
-        } else {
-            tracing::warn!(%error, ?code, "catalog request failed");
-        }
+        // The server logs the failed call once, by class; the full cause
+        // (backend text) goes on the call's span for that line.
+        lakehouse_shared::status::record_cause(&error);
         lakehouse_shared::status::with_error_info(code, message, reason, metadata)
     }
 }

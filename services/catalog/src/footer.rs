@@ -109,7 +109,7 @@ pub async fn read_footer(
         .iter()
         .map(|field| Column {
             name: field.name().clone(),
-            data_type: field.data_type().to_string(),
+            data_type: field.data_type().clone().into(),
             nullable: field.is_nullable(),
         })
         .collect();

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::model::{
-    Column, Commit, CommitMode, DataFile, Dataset, DatasetName, Lineage, ListQuery, NewDataset,
-    Schema, SourceKind, View, is_name_byte,
+    Column, Commit, CommitMode, DataFile, Dataset, DatasetName, Lineage, LineageEvent,
+    LineageEventKind, ListQuery, NewDataset, Schema, SourceKind, View, is_name_byte,
 };
 use crate::resync::{FileChangeKind, FileProblem, ResyncReport};
 use crate::{Catalog, Deleted};
@@ -68,13 +68,9 @@ fn schema(given: Option<pb::Schema>) -> Result<Option<Schema>, Error> {
                 data_type,
                 nullable,
             } = c;
-            Column {
-                name,
-                data_type,
-                nullable,
-            }
+            Column::parse(name, &data_type, nullable)
         })
-        .collect();
+        .collect::<Result<Vec<_>, Error>>()?;
     Schema::new(columns).map(Some)
 }
 
@@ -91,7 +87,7 @@ fn schema_to_pb(schema: Schema) -> pb::Schema {
                 } = c;
                 pb::Column {
                     name,
-                    data_type,
+                    data_type: data_type.to_string(),
                     nullable,
                 }
             })
@@ -218,6 +214,7 @@ fn dataset_to_pb(dataset: Dataset) -> pb::Dataset {
         create_time,
         update_time,
         version,
+        lineage_history,
     } = dataset;
     pb::Dataset {
         name: name.as_str().to_owned(),
@@ -236,6 +233,30 @@ fn dataset_to_pb(dataset: Dataset) -> pb::Dataset {
         create_time: Some(timestamp(create_time)),
         update_time: Some(timestamp(update_time)),
         version,
+        lineage_history: lineage_history.into_iter().map(event_to_pb).collect(),
+    }
+}
+
+fn event_to_pb(event: LineageEvent) -> pb::LineageEvent {
+    let LineageEvent {
+        dataset_version,
+        kind,
+        lineage,
+        added_columns,
+        time,
+    } = event;
+    let kind = match kind {
+        LineageEventKind::Unspecified => pb::LineageEventKind::Unspecified,
+        LineageEventKind::Commit => pb::LineageEventKind::Commit,
+        LineageEventKind::Resync => pb::LineageEventKind::Resync,
+        LineageEventKind::SchemaChange => pb::LineageEventKind::SchemaChange,
+    };
+    pb::LineageEvent {
+        dataset_version,
+        kind: kind as i32,
+        lineage: Some(lineage_to_pb(lineage)),
+        added_columns,
+        time: Some(timestamp(time)),
     }
 }
 
@@ -249,6 +270,10 @@ fn report_to_pb(report: ResyncReport) -> pb::ResyncReport {
         problems,
         bytes_read,
         version,
+        uncommitted_keys,
+        rows_lost,
+        files_lost,
+        refused_row_loss,
     } = report;
     pb::ResyncReport {
         dataset,
@@ -278,6 +303,10 @@ fn report_to_pb(report: ResyncReport) -> pb::ResyncReport {
         problems: problems.into_iter().map(report_problem_to_pb).collect(),
         bytes_read,
         version,
+        uncommitted_keys,
+        rows_lost,
+        files_lost,
+        refused_row_loss,
     }
 }
 
@@ -470,8 +499,12 @@ impl CatalogService for CatalogGrpc {
         let pb::ResyncDatasetRequest {
             name: dataset_name,
             dry_run,
+            allow_row_loss,
         } = request.into_inner();
-        let report = self.catalog.resync(&name(&dataset_name)?, dry_run).await?;
+        let report = self
+            .catalog
+            .resync(&name(&dataset_name)?, dry_run, allow_row_loss)
+            .await?;
         Ok(Response::new(pb::ResyncDatasetResponse {
             report: Some(report_to_pb(report)),
         }))
@@ -506,8 +539,11 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<pb::ResyncMissingRequest>,
     ) -> Result<Response<pb::ResyncMissingResponse>, Status> {
-        let pb::ResyncMissingRequest { dry_run } = request.into_inner();
-        let report = self.catalog.resync_missing(dry_run).await?;
+        let pb::ResyncMissingRequest {
+            dry_run,
+            allow_row_loss,
+        } = request.into_inner();
+        let report = self.catalog.resync_missing(dry_run, allow_row_loss).await?;
         Ok(Response::new(pb::ResyncMissingResponse {
             reports: report.reports.into_iter().map(report_to_pb).collect(),
             datasets_checked: report.datasets_checked,

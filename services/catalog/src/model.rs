@@ -79,15 +79,124 @@ pub fn validate_key(key: &str) -> Result<()> {
     })
 }
 
+/// A column's Arrow data type, compared structurally.
+///
+/// Stored as Arrow's own serde form (the `serde` feature of arrow-schema)
+/// beside Arrow's printed text, and read from either: rows written before
+/// the structured form (text only) and text given by clients are parsed
+/// with Arrow's `FromStr`, which reads the forms `Display` printed in
+/// earlier Arrow versions too. So an Arrow upgrade that changes the printed
+/// text neither breaks APPEND nor makes every resync report drift.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnType(pub arrow_schema::DataType);
+
+impl ColumnType {
+    /// Parses Arrow's printed form, such as `Int64` or
+    /// `Timestamp(Microsecond, Some("UTC"))`.
+    pub fn parse(text: &str) -> Option<Self> {
+        text.trim().parse::<arrow_schema::DataType>().ok().map(Self)
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl From<arrow_schema::DataType> for ColumnType {
+    fn from(data_type: arrow_schema::DataType) -> Self {
+        Self(data_type)
+    }
+}
+
 /// One column of a dataset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     /// Column name.
     pub name: String,
-    /// The Arrow data type as Arrow's `Display` prints it.
-    pub data_type: String,
+    /// The Arrow data type.
+    pub data_type: ColumnType,
     /// Whether the column may hold nulls.
     pub nullable: bool,
+}
+
+impl Column {
+    /// A column from a caller's text type (Arrow's printed form).
+    pub fn parse(name: String, data_type: &str, nullable: bool) -> Result<Self> {
+        if data_type.trim().is_empty() {
+            return Err(Error::InvalidSchema(format!(
+                "column {:?} has no data_type",
+                shorten(&name)
+            )));
+        }
+        let parsed = ColumnType::parse(data_type).ok_or_else(|| {
+            Error::InvalidSchema(format!(
+                "column {:?} has data_type {:?}, which is not an Arrow type; use Arrow's names, such as \"Int64\", \"Utf8\" or \"Timestamp(Microsecond, Some(\\\"UTC\\\"))\"",
+                shorten(&name),
+                shorten(data_type)
+            ))
+        })?;
+        Ok(Self {
+            name,
+            data_type: parsed,
+            nullable,
+        })
+    }
+}
+
+/// The stored form of a column: the structured type (`type`, Arrow's serde
+/// form) and, for people and for older readers, the printed text.
+#[derive(Serialize, Deserialize)]
+struct StoredColumn {
+    name: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    structured: Option<serde_json::Value>,
+    #[serde(default)]
+    data_type: String,
+    nullable: bool,
+}
+
+impl Serialize for Column {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        StoredColumn {
+            name: self.name.clone(),
+            structured: serde_json::to_value(&self.data_type.0).ok(),
+            data_type: self.data_type.to_string(),
+            nullable: self.nullable,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Column {
+    /// The structured type when present and readable; otherwise the text
+    /// (rows written before the structured form, or by an Arrow whose serde
+    /// form this one does not read).
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let stored = StoredColumn::deserialize(deserializer)?;
+        let data_type = stored
+            .structured
+            .and_then(|value| serde_json::from_value::<arrow_schema::DataType>(value).ok())
+            .map(ColumnType)
+            .or_else(|| ColumnType::parse(&stored.data_type))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "column {:?}: unreadable data type {:?}",
+                    stored.name, stored.data_type
+                ))
+            })?;
+        Ok(Self {
+            name: stored.name,
+            data_type,
+            nullable: stored.nullable,
+        })
+    }
 }
 
 /// A dataset's columns in file order; empty while unknown.
@@ -99,19 +208,13 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// A schema from columns given by a caller: names and types must be
-    /// present and names unique, so "must match" comparisons mean something.
+    /// A schema from columns given by a caller: names must be present and
+    /// unique, so "must match" comparisons mean something.
     pub fn new(columns: Vec<Column>) -> Result<Self> {
         let mut seen = std::collections::HashSet::new();
         for (index, column) in columns.iter().enumerate() {
             if column.name.is_empty() {
                 return Err(Error::InvalidSchema(format!("column {index} has no name")));
-            }
-            if column.data_type.trim().is_empty() {
-                return Err(Error::InvalidSchema(format!(
-                    "column {:?} has no data_type",
-                    shorten(&column.name)
-                )));
             }
             if !seen.insert(column.name.as_str()) {
                 return Err(Error::InvalidSchema(format!(
@@ -126,6 +229,28 @@ impl Schema {
     /// Whether no columns are known.
     pub fn is_empty(&self) -> bool {
         self.columns.is_empty()
+    }
+
+    /// The columns `wider` adds to this schema, if `wider` is this schema
+    /// plus nullable columns: every column here is in `wider`, equal and in
+    /// the same order, and every other column of `wider` may hold nulls
+    /// (files without it read as nulls). `None` otherwise (a column
+    /// missing, changed, reordered, or a new one not null). Equal schemas
+    /// give `Some` of nothing.
+    pub fn added_nullable_columns<'w>(&self, wider: &'w Schema) -> Option<Vec<&'w Column>> {
+        let mut ours = self.columns.iter().peekable();
+        let mut added = Vec::new();
+        for column in &wider.columns {
+            match ours.peek() {
+                Some(next) if *next == column => {
+                    ours.next();
+                }
+                _ if self.columns.iter().any(|c| c.name == column.name) => return None,
+                _ if column.nullable => added.push(column),
+                _ => return None,
+            }
+        }
+        ours.next().is_none().then_some(added)
     }
 
     /// The first difference from `other`, for "schema does not match" messages.
@@ -264,6 +389,62 @@ impl Lineage {
     }
 }
 
+/// What produced a dataset version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineageEventKind {
+    /// Not recorded (text a newer server wrote).
+    #[default]
+    Unspecified,
+    /// A CommitFiles (an ingest's, or files registered by hand).
+    Commit,
+    /// A resync restored the manifest from footers.
+    Resync,
+    /// An APPEND widened the schema by nullable columns.
+    SchemaChange,
+}
+
+impl LineageEventKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "",
+            Self::Commit => "commit",
+            Self::Resync => "resync",
+            Self::SchemaChange => "schema_change",
+        }
+    }
+
+    /// The kind stored as text; unknown text reads as unspecified.
+    pub fn from_stored(text: &str) -> Self {
+        match text {
+            "commit" => Self::Commit,
+            "resync" => Self::Resync,
+            "schema_change" => Self::SchemaChange,
+            _ => Self::Unspecified,
+        }
+    }
+}
+
+/// One entry of a dataset's lineage history: what produced a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineageEvent {
+    /// The dataset version the event produced.
+    pub dataset_version: u64,
+    /// What happened.
+    pub kind: LineageEventKind,
+    /// The provenance the event carried (empty for a commit that gave
+    /// none, and for schema changes).
+    pub lineage: Lineage,
+    /// Columns a schema change added, in order.
+    pub added_columns: Vec<String>,
+    /// When it was recorded.
+    pub time: DateTime<Utc>,
+}
+
+/// Most lineage events a dataset's FULL view carries (newest first).
+pub const LINEAGE_HISTORY_LIMIT: usize = 100;
+
 /// How much of a dataset to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -293,7 +474,8 @@ pub struct Dataset {
     pub row_count: u64,
     /// Sum of the files' sizes.
     pub size_bytes: u64,
-    /// Where the data came from.
+    /// Where the current data came from: the lineage of the latest event
+    /// that carried one (a commit without lineage keeps it).
     pub lineage: Lineage,
     /// When the dataset was created.
     pub create_time: DateTime<Utc>,
@@ -301,6 +483,10 @@ pub struct Dataset {
     pub update_time: DateTime<Utc>,
     /// Starts at 1; increments on every change.
     pub version: u64,
+    /// What produced each version, newest first, at most
+    /// [`LINEAGE_HISTORY_LIMIT`]; empty in the basic view.
+    #[serde(default)]
+    pub lineage_history: Vec<LineageEvent>,
 }
 
 /// A dataset to register.
@@ -389,11 +575,7 @@ mod tests {
 
     #[test]
     fn schema_rules() {
-        let col = |n: &str| Column {
-            name: n.into(),
-            data_type: "Int64".into(),
-            nullable: true,
-        };
+        let col = |n: &str| Column::parse(n.into(), "Int64", true).expect("a type");
         assert!(Schema::new(vec![col("a"), col("a")]).is_err());
         assert!(Schema::new(vec![col("")]).is_err());
         let a = Schema::new(vec![col("a"), col("b")]).expect("valid");
@@ -401,5 +583,126 @@ mod tests {
         assert!(a.first_difference(&a).is_none());
         assert!(a.first_difference(&b).is_some());
         assert_eq!(a.to_string(), "a: Int64, b: Int64");
+    }
+
+    fn column(name: &str, data_type: &str, nullable: bool) -> Column {
+        Column::parse(name.into(), data_type, nullable).expect("an Arrow type")
+    }
+
+    #[test]
+    fn types_parse_from_every_printed_form_and_compare_structurally() {
+        use arrow_schema::{DataType, Field, TimeUnit};
+        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        // The form older Arrow versions printed, and this one's.
+        let old = column("t", "Timestamp(Microsecond, Some(\"UTC\"))", true);
+        let now = column("t", &utc.to_string(), true);
+        assert_eq!(old.data_type, ColumnType(utc.clone()));
+        assert_eq!(old, now);
+        for data_type in [
+            DataType::Int64,
+            DataType::Utf8,
+            DataType::Decimal128(10, 2),
+            DataType::Date32,
+            utc,
+            DataType::List(Field::new_list_field(DataType::Utf8, true).into()),
+            DataType::FixedSizeList(Field::new_list_field(DataType::Float32, true).into(), 3),
+        ] {
+            let printed = data_type.to_string();
+            assert_eq!(
+                ColumnType::parse(&printed),
+                Some(ColumnType(data_type.clone())),
+                "{printed}"
+            );
+        }
+        assert!(Column::parse("x".into(), "NotAType", true).is_err());
+        assert!(Column::parse("x".into(), " ", true).is_err());
+    }
+
+    #[test]
+    fn stored_columns_read_old_text_rows_and_new_structured_ones() {
+        // A row written before the structured form: text only.
+        let old: Schema = serde_json::from_str(
+            r#"[{"name":"id","data_type":"Int64","nullable":false},
+                {"name":"t","data_type":"Timestamp(Microsecond, Some(\"UTC\"))","nullable":true}]"#,
+        )
+        .expect("old rows read");
+        assert_eq!(
+            old,
+            Schema::new(vec![
+                column("id", "Int64", false),
+                column("t", "Timestamp(Microsecond, Some(\"UTC\"))", true)
+            ])
+            .expect("valid")
+        );
+        let stored = serde_json::to_string(&old).expect("serialise");
+        assert!(stored.contains(r#""type":"#), "{stored}");
+        let back: Schema = serde_json::from_str(&stored).expect("read back");
+        assert_eq!(back, old);
+        // The structured form wins over text another Arrow printed.
+        let structured: Schema = serde_json::from_str(
+            r#"[{"name":"id","type":"Int64","data_type":"whatever","nullable":true}]"#,
+        )
+        .expect("structured");
+        assert_eq!(structured.columns[0], column("id", "Int64", true));
+        assert!(
+            serde_json::from_str::<Schema>(r#"[{"name":"x","data_type":"Nope","nullable":true}]"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn only_nullable_columns_may_be_added() {
+        let base = Schema::new(vec![
+            column("id", "Int64", false),
+            column("v", "Utf8", true),
+        ])
+        .expect("valid");
+        let schema = |columns: Vec<Column>| Schema::new(columns).expect("valid");
+        let wider = schema(vec![
+            column("id", "Int64", false),
+            column("v", "Utf8", true),
+            column("w", "Float64", true),
+        ]);
+        let names = |added: Option<Vec<&Column>>| {
+            added.map(|a| a.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(names(base.added_nullable_columns(&base)), Some(vec![]));
+        assert_eq!(
+            names(base.added_nullable_columns(&wider)),
+            Some(vec!["w".to_owned()])
+        );
+        // A new column between old ones is fine too.
+        let between = schema(vec![
+            column("id", "Int64", false),
+            column("x", "Int32", true),
+            column("v", "Utf8", true),
+        ]);
+        assert_eq!(
+            names(base.added_nullable_columns(&between)),
+            Some(vec!["x".to_owned()])
+        );
+        for refused in [
+            // Not null.
+            schema(vec![
+                column("id", "Int64", false),
+                column("v", "Utf8", true),
+                column("w", "Float64", false),
+            ]),
+            // Removed.
+            schema(vec![column("id", "Int64", false)]),
+            // Changed type.
+            schema(vec![
+                column("id", "Int32", false),
+                column("v", "Utf8", true),
+            ]),
+            // Reordered.
+            schema(vec![
+                column("v", "Utf8", true),
+                column("id", "Int64", false),
+            ]),
+        ] {
+            assert!(base.added_nullable_columns(&refused).is_none(), "{refused}");
+        }
+        assert!(wider.added_nullable_columns(&base).is_none(), "narrower");
     }
 }

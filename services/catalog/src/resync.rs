@@ -2,7 +2,7 @@
 //! keys belong to a dataset, what a resync would change, and the report.
 //! The I/O (listing, footer reads, the commit) is in [`crate::catalog`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::model::{DataFile, Dataset, Schema};
 
@@ -69,6 +69,19 @@ pub struct ResyncReport {
     pub bytes_read: u64,
     /// The dataset's version after the resync.
     pub version: u64,
+    /// Files under an ingest's folder (`datasets/<name>/<ingest-id>/`) that
+    /// the manifest does not hold: parts of an ingest that never committed
+    /// (killed, say). Never adopted, and not drift by themselves; the
+    /// ingest's orphan sweeper removes them once that ingest is dead.
+    pub uncommitted_keys: Vec<String>,
+    /// Rows of manifest files that vanished or became unreadable, which
+    /// applying the resync drops (also on dry runs and refusals).
+    pub rows_lost: u64,
+    /// How many manifest files those rows are in.
+    pub files_lost: u64,
+    /// Whether the resync was not applied because it would drop rows and
+    /// the caller did not pass `allow_row_loss`.
+    pub refused_row_loss: bool,
 }
 
 /// Whether a key listed under a dataset's prefix is one of its data files:
@@ -81,6 +94,43 @@ pub fn is_data_file(key: &str) -> bool {
             .rev()
             .skip(1)
             .any(|segment| segment == "_tmp" || segment == "_staging")
+}
+
+/// Splits a listing of dataset `name` into the files a resync may use and
+/// the keys it must not adopt: files in an ingest-id folder that the
+/// manifest does not hold, which only that ingest's commit could make data.
+/// Files the manifest does hold there stay, whatever their folder.
+pub fn split_uncommitted(dataset: &Dataset, listed: Vec<Listed>) -> (Vec<Listed>, Vec<String>) {
+    let held: HashSet<&str> = dataset
+        .files
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| f.key.as_str())
+        .collect();
+    let name = dataset.name.as_str();
+    let (usable, uncommitted): (Vec<Listed>, Vec<Listed>) = listed.into_iter().partition(|l| {
+        held.contains(l.key.as_str())
+            || lakehouse_shared::ingest_id::ingest_of_key(name, &l.key).is_none()
+    });
+    let mut keys: Vec<String> = uncommitted.into_iter().map(|l| l.key).collect();
+    keys.sort();
+    (usable, keys)
+}
+
+/// Rows and files a resync would drop: manifest files it removes (vanished
+/// from storage, unreadable, or with other columns). Files whose row count
+/// only changes are corrections of statistics, not loss.
+pub fn loss(file_changes: &[FileChange]) -> (u64, u64) {
+    file_changes
+        .iter()
+        .filter(|c| c.kind == FileChangeKind::Removed)
+        .fold((0, 0), |(rows, files), c| {
+            (
+                rows + c.before.as_ref().map_or(0, |f| f.row_count),
+                files + 1,
+            )
+        })
 }
 
 /// Whether a manifest lacks statistics a resync would restore.
@@ -161,7 +211,7 @@ pub fn compare(manifest: &Dataset, observed: Vec<Observed>) -> Outcome {
     let mut files: Vec<DataFile> = Vec::with_capacity(observed.len());
     for o in observed {
         match schema.as_ref() {
-            Some(schema) if &o.schema != schema => problems.push(FileProblem {
+            Some(schema) if !fits(&o.schema, schema) => problems.push(FileProblem {
                 error: format!(
                     "its columns ({}) differ from the dataset's ({schema}); left out",
                     o.schema
@@ -250,19 +300,37 @@ pub fn compare(manifest: &Dataset, observed: Vec<Observed>) -> Outcome {
     }
 }
 
+/// Whether a file with columns `file` belongs to a dataset with columns
+/// `dataset`: equal, or the dataset has only added nullable columns since
+/// the file was written (APPEND widening; readers fill nulls).
+fn fits(file: &Schema, dataset: &Schema) -> bool {
+    file == dataset || file.added_nullable_columns(dataset).is_some()
+}
+
+/// The schema the most files fit (see [`fits`]), among the files' own and
+/// the manifest's; ties go to the manifest's, then to the one of the last
+/// key (the newest ingest). `None` without files.
 fn choose_schema(manifest: &Dataset, observed: &[Observed]) -> Option<Schema> {
-    let mut counts: Vec<(&Schema, usize, &str)> = Vec::new();
+    let mut candidates: Vec<&Schema> = Vec::new();
+    if !manifest.schema.is_empty() && !observed.is_empty() {
+        candidates.push(&manifest.schema);
+    }
     for o in observed {
-        match counts.iter_mut().find(|(s, _, _)| *s == &o.schema) {
-            Some(entry) => {
-                entry.1 += 1;
-                entry.2 = entry.2.max(o.file.key.as_str());
-            }
-            None => counts.push((&o.schema, 1, o.file.key.as_str())),
+        if !candidates.contains(&&o.schema) {
+            candidates.push(&o.schema);
         }
     }
-    counts
+    candidates
         .into_iter()
+        .map(|candidate| {
+            let fitting = observed.iter().filter(|o| fits(&o.schema, candidate));
+            let newest = fitting
+                .clone()
+                .map(|o| o.file.key.as_str())
+                .max()
+                .unwrap_or("");
+            (candidate, fitting.count(), newest)
+        })
         .max_by(|a, b| {
             a.1.cmp(&b.1)
                 .then_with(|| (a.0 == &manifest.schema).cmp(&(b.0 == &manifest.schema)))

@@ -334,11 +334,9 @@ async fn delete_touches_only_the_datasets_prefix() {
                 }],
                 remove_keys: vec![],
                 schema: Some(
-                    m::Schema::new(vec![m::Column {
-                        name: "id".to_owned(),
-                        data_type: "Int64".to_owned(),
-                        nullable: false,
-                    }])
+                    m::Schema::new(vec![
+                        m::Column::parse("id".to_owned(), "Int64", false).expect("a type"),
+                    ])
                     .expect("schema"),
                 ),
                 lineage: None,

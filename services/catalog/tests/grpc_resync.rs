@@ -46,11 +46,21 @@ async fn get(stack: &Stack, name: &str) -> pb::Dataset {
 }
 
 async fn resync(stack: &Stack, name: &str, dry_run: bool) -> pb::ResyncReport {
+    resync_allowing(stack, name, dry_run, false).await
+}
+
+async fn resync_allowing(
+    stack: &Stack,
+    name: &str,
+    dry_run: bool,
+    allow_row_loss: bool,
+) -> pb::ResyncReport {
     stack
         .catalog()
         .resync_dataset(pb::ResyncDatasetRequest {
             name: name.to_owned(),
             dry_run,
+            allow_row_loss,
         })
         .await
         .expect("resync")
@@ -178,8 +188,45 @@ async fn drift_is_repaired_from_footers() {
         .delete(&Path::from(part(1)))
         .await
         .expect("delete part");
-    let moved = resync(&stack, "sales", false).await;
+    // Dropping part 1 loses its rows: refused unless allowed.
+    let refused = stack
+        .catalog()
+        .resync_dataset(pb::ResyncDatasetRequest {
+            name: "sales".to_owned(),
+            dry_run: false,
+            allow_row_loss: false,
+        })
+        .await
+        .expect_err("row loss is refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(
+        lakehouse_shared::status::error_reason(&refused).as_deref(),
+        Some("ROW_LOSS")
+    );
+    assert_eq!(
+        lakehouse_shared::status::error_metadata(&refused, "rows_lost").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        lakehouse_shared::status::error_metadata(&refused, "files_lost").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        lakehouse_shared::status::error_metadata(&refused, "file_keys"),
+        Some(part(1))
+    );
+    assert!(
+        refused.message().contains("allow_row_loss"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(get(&stack, "sales").await.version, 2, "nothing changed");
+    let dry = resync(&stack, "sales", true).await;
+    assert!(!dry.applied && !dry.refused_row_loss);
+    assert_eq!((dry.rows_lost, dry.files_lost), (200, 1));
+    let moved = resync_allowing(&stack, "sales", false, true).await;
     assert!(moved.applied);
+    assert_eq!((moved.rows_lost, moved.files_lost), (200, 1));
     assert_eq!(
         changes(&moved, pb::FileChangeKind::Added),
         [part(3).as_str()]
@@ -217,6 +264,15 @@ async fn drift_is_repaired_from_footers() {
             .errors
             .iter()
             .any(|e| e.key == "datasets/sales/ing-1/part-00099.parquet"),
+        "{:?}",
+        journal.errors
+    );
+    // So is the row loss that was allowed.
+    assert!(
+        journal
+            .errors
+            .iter()
+            .any(|e| e.key == part(1) && e.message.contains("200 row")),
         "{:?}",
         journal.errors
     );
@@ -261,7 +317,10 @@ async fn resync_missing_repairs_only_drifted_datasets() {
     .await;
 
     let dry = catalog
-        .resync_missing(pb::ResyncMissingRequest { dry_run: true })
+        .resync_missing(pb::ResyncMissingRequest {
+            dry_run: true,
+            allow_row_loss: false,
+        })
         .await
         .expect("resync missing")
         .into_inner();
@@ -272,7 +331,10 @@ async fn resync_missing_repairs_only_drifted_datasets() {
     assert!(dry.reports.iter().all(|r| !r.applied));
 
     let applied = catalog
-        .resync_missing(pb::ResyncMissingRequest { dry_run: false })
+        .resync_missing(pb::ResyncMissingRequest {
+            dry_run: false,
+            allow_row_loss: false,
+        })
         .await
         .expect("resync missing")
         .into_inner();
@@ -283,7 +345,10 @@ async fn resync_missing_repairs_only_drifted_datasets() {
     assert_eq!(get(&stack, "healthy").await.version, 1, "left alone");
 
     let clean = catalog
-        .resync_missing(pb::ResyncMissingRequest { dry_run: false })
+        .resync_missing(pb::ResyncMissingRequest {
+            dry_run: false,
+            allow_row_loss: false,
+        })
         .await
         .expect("resync missing")
         .into_inner();
@@ -551,4 +616,158 @@ async fn storage_down_is_unavailable() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("storage"), "{}", status.message());
     runtime.shutdown().await;
+}
+
+/// An ingest killed mid-way leaves finished parts under its ingest-id
+/// folder; only its commit makes them data, so a resync never adopts them
+/// (a 1M-row dataset once became 1.44M rows this way). It reports them,
+/// and they alone are not drift. Parts the manifest holds in such a folder
+/// stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_never_adopts_uncommitted_ingest_parts() {
+    let stack = Stack::start().await;
+    let store = stack.object_store();
+    let mut catalog = stack.catalog();
+    let committed_id = "20261126T031700Z-abcdef123456";
+    let killed_id = "20261126T041700Z-0123456789ab";
+    let committed = format!("datasets/people/{committed_id}/part-00000.parquet");
+    let size = put_parquet(&store, &committed, &batch(100, 0, false)).await;
+    catalog
+        .commit_files(pb::CommitFilesRequest {
+            name: "people".to_owned(),
+            expected_version: Some(0),
+            mode: pb::CommitMode::Append as i32,
+            add_files: vec![data_file(&committed, size, 100)],
+            schema: Some(pb::Schema {
+                columns: vec![
+                    column("id", "Int64", false),
+                    column("value", "Float64", true),
+                ],
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("commit");
+    // The killed ingest's finished parts.
+    let leftovers: Vec<String> = (0..2)
+        .map(|i| format!("datasets/people/{killed_id}/part-{i:05}.parquet"))
+        .collect();
+    for key in &leftovers {
+        put_parquet(&store, key, &batch(22, 0, false)).await;
+    }
+
+    let report = resync(&stack, "people", false).await;
+    assert!(!report.drifted && !report.applied, "{report:?}");
+    assert_eq!(report.uncommitted_keys, leftovers);
+    assert!(report.file_changes.is_empty(), "{report:?}");
+    let dataset = get(&stack, "people").await;
+    assert_eq!((dataset.row_count, dataset.version), (100, 1));
+
+    let missing = catalog
+        .resync_missing(pb::ResyncMissingRequest {
+            dry_run: false,
+            allow_row_loss: false,
+        })
+        .await
+        .expect("resync missing")
+        .into_inner();
+    assert!(missing.reports.is_empty(), "{:?}", missing.reports);
+    assert_eq!(get(&stack, "people").await.row_count, 100);
+
+    // With real drift too (a hand-placed part outside any ingest folder is
+    // still adopted), the leftovers stay out and are reported.
+    put_parquet(
+        &store,
+        "datasets/people/manual/part-00000.parquet",
+        &batch(5, 0, false),
+    )
+    .await;
+    let repaired = resync(&stack, "people", false).await;
+    assert!(repaired.applied);
+    assert_eq!(
+        changes(&repaired, pb::FileChangeKind::Added),
+        ["datasets/people/manual/part-00000.parquet"]
+    );
+    assert_eq!(repaired.uncommitted_keys, leftovers);
+    let dataset = get(&stack, "people").await;
+    assert_eq!(dataset.row_count, 105);
+    assert!(dataset.files.iter().any(|f| f.key == committed));
+    stack.shutdown().await;
+}
+
+/// ResyncMissing without allow_row_loss leaves a dataset that would lose
+/// rows unchanged (reporting it) and still repairs the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_missing_refuses_row_loss_per_dataset() {
+    let stack = Stack::start().await;
+    let store = stack.object_store();
+    let mut catalog = stack.catalog();
+    for name in ["losing", "growing"] {
+        let key = format!("datasets/{name}/i/part-00000.parquet");
+        let size = put_parquet(&store, &key, &batch(10, 0, false)).await;
+        catalog
+            .commit_files(pb::CommitFilesRequest {
+                name: name.to_owned(),
+                expected_version: Some(0),
+                mode: pb::CommitMode::Append as i32,
+                add_files: vec![data_file(&key, size, 10)],
+                schema: Some(pb::Schema {
+                    columns: vec![
+                        column("id", "Int64", false),
+                        column("value", "Float64", true),
+                    ],
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("commit");
+    }
+    store
+        .delete(&Path::from("datasets/losing/i/part-00000.parquet"))
+        .await
+        .expect("delete");
+    put_parquet(
+        &store,
+        "datasets/growing/j/part-00000.parquet",
+        &batch(5, 0, false),
+    )
+    .await;
+
+    let report = catalog
+        .resync_missing(pb::ResyncMissingRequest {
+            dry_run: false,
+            allow_row_loss: false,
+        })
+        .await
+        .expect("resync missing")
+        .into_inner();
+    let losing = report
+        .reports
+        .iter()
+        .find(|r| r.dataset == "losing")
+        .expect("losing reported");
+    assert!(losing.refused_row_loss && !losing.applied, "{losing:?}");
+    assert_eq!((losing.rows_lost, losing.files_lost), (10, 1));
+    let growing = report
+        .reports
+        .iter()
+        .find(|r| r.dataset == "growing")
+        .expect("growing reported");
+    assert!(growing.applied && !growing.refused_row_loss);
+    assert_eq!(get(&stack, "losing").await.row_count, 10, "left unchanged");
+    assert_eq!(get(&stack, "growing").await.row_count, 15);
+
+    let allowed = catalog
+        .resync_missing(pb::ResyncMissingRequest {
+            dry_run: false,
+            allow_row_loss: true,
+        })
+        .await
+        .expect("resync missing")
+        .into_inner();
+    assert_eq!(allowed.reports.len(), 1);
+    assert!(allowed.reports[0].applied);
+    let losing = get(&stack, "losing").await;
+    assert_eq!((losing.row_count, losing.file_count), (0, 0));
+    stack.shutdown().await;
 }

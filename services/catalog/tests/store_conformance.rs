@@ -17,8 +17,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use lakehouse_catalog::Error;
 use lakehouse_catalog::model::{
-    Column, Commit, CommitMode, DataFile, DatasetName, Lineage, ListQuery, NewDataset, Schema,
-    SourceKind, View,
+    Column, Commit, CommitMode, DataFile, DatasetName, Lineage, LineageEventKind, ListQuery,
+    NewDataset, Schema, SourceKind, View,
 };
 use lakehouse_catalog::store::{CatalogStore, PostgresStore, SqliteStore, StoreOptions};
 use sqlx::Connection as _;
@@ -33,10 +33,8 @@ fn schema(columns: &[(&str, &str)]) -> Schema {
     Schema::new(
         columns
             .iter()
-            .map(|(name, data_type)| Column {
-                name: (*name).to_owned(),
-                data_type: (*data_type).to_owned(),
-                nullable: true,
+            .map(|(name, data_type)| {
+                Column::parse((*name).to_owned(), data_type, true).expect("an Arrow type")
             })
             .collect(),
     )
@@ -452,6 +450,162 @@ mod cases {
         }
     }
 
+    pub async fn lineage_history_keeps_every_event(store: Arc<dyn CatalogStore>) {
+        let mut first = commit(
+            "hr.staff",
+            Some(0),
+            CommitMode::Replace,
+            vec![file("datasets/hr.staff/i/part-00000.parquet", 3)],
+        );
+        first.lineage = Some(Lineage {
+            source_kind: SourceKind::Postgres,
+            source: "postgres://u:hunter2@h/db".to_owned(),
+            query: "SELECT * FROM staff".to_owned(),
+            ingest_id: "20261126T031700Z-abcdef123456".to_owned(),
+            rows: 3,
+            ..Default::default()
+        });
+        store.commit(first).await.expect("commit");
+        // A commit without lineage keeps the dataset's, and is recorded.
+        let mut plain = commit(
+            "hr.staff",
+            Some(1),
+            CommitMode::Append,
+            vec![file("datasets/hr.staff/i/part-00001.parquet", 2)],
+        );
+        plain.schema = None;
+        store.commit(plain).await.expect("commit");
+        let mut resync = commit(
+            "hr.staff",
+            Some(2),
+            CommitMode::Replace,
+            vec![file("datasets/hr.staff/i/part-00000.parquet", 3)],
+        );
+        resync.lineage = Some(Lineage {
+            source_kind: SourceKind::Resync,
+            source: "main/datasets/hr.staff/".to_owned(),
+            rows: 3,
+            ..Default::default()
+        });
+        let after = store.commit(resync).await.expect("resync commit");
+        let read = store.get(&name("hr.staff"), View::Full).await.expect("get");
+        assert_eq!(read, after);
+        assert_eq!(read.lineage.source_kind, SourceKind::Resync, "the latest");
+        let history: Vec<(u64, LineageEventKind, SourceKind)> = read
+            .lineage_history
+            .iter()
+            .map(|e| (e.dataset_version, e.kind, e.lineage.source_kind))
+            .collect();
+        assert_eq!(
+            history,
+            [
+                (3, LineageEventKind::Resync, SourceKind::Resync),
+                (2, LineageEventKind::Commit, SourceKind::Unspecified),
+                (1, LineageEventKind::Commit, SourceKind::Postgres),
+            ]
+        );
+        let origin = &read.lineage_history[2].lineage;
+        assert_eq!(origin.source, "postgres://u:***@h/db", "redacted");
+        assert_eq!(origin.query, "SELECT * FROM staff");
+        assert_eq!(origin.ingest_id, "20261126T031700Z-abcdef123456");
+        let basic = store
+            .get(&name("hr.staff"), View::Basic)
+            .await
+            .expect("get");
+        assert!(basic.lineage_history.is_empty(), "FULL view only");
+        // Gone with the dataset: a new one of that name starts afresh.
+        store.delete(&name("hr.staff"), None).await.expect("delete");
+        let again = store
+            .commit(commit(
+                "hr.staff",
+                Some(0),
+                CommitMode::Replace,
+                vec![file("datasets/hr.staff/j/part-00000.parquet", 1)],
+            ))
+            .await
+            .expect("recreate");
+        assert_eq!(again.lineage_history.len(), 1);
+    }
+
+    pub async fn append_may_add_nullable_columns(store: Arc<dyn CatalogStore>) {
+        let col = |n: &str, t: &str, nullable: bool| {
+            Column::parse(n.to_owned(), t, nullable).expect("an Arrow type")
+        };
+        let base =
+            Schema::new(vec![col("id", "Int64", false), col("v", "Utf8", true)]).expect("valid");
+        let mut first = commit(
+            "wide",
+            Some(0),
+            CommitMode::Append,
+            vec![file("datasets/wide/i/part-00000.parquet", 3)],
+        );
+        first.schema = Some(base.clone());
+        store.commit(first).await.expect("commit");
+        let append = |schema: Schema, key: &str| {
+            let mut c = commit("wide", None, CommitMode::Append, vec![file(key, 1)]);
+            c.schema = Some(schema);
+            c
+        };
+        // Refused: a new column that is not nullable, a removed one, a
+        // changed type. Nothing changes.
+        for refused in [
+            Schema::new(vec![
+                col("id", "Int64", false),
+                col("v", "Utf8", true),
+                col("w", "Float64", false),
+            ]),
+            Schema::new(vec![col("id", "Int64", false)]),
+            Schema::new(vec![col("id", "Int32", false), col("v", "Utf8", true)]),
+        ] {
+            let refused = refused.expect("valid");
+            match store
+                .commit(append(refused, "datasets/wide/j/part-00000.parquet"))
+                .await
+            {
+                Err(Error::Precondition { reason, .. }) => {
+                    assert!(reason.contains("does not match"), "{reason}")
+                }
+                other => panic!("expected a precondition failure, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            store
+                .get(&name("wide"), View::Basic)
+                .await
+                .expect("get")
+                .version,
+            1
+        );
+        // Accepted: the same plus a nullable column, in the old type's
+        // printed form from another Arrow version.
+        let wider = Schema::new(vec![
+            col("id", "Int64", false),
+            col("v", "Utf8", true),
+            col("at", "Timestamp(Microsecond, Some(\"UTC\"))", true),
+        ])
+        .expect("valid");
+        let widened = store
+            .commit(append(wider.clone(), "datasets/wide/j/part-00000.parquet"))
+            .await
+            .expect("widening append");
+        assert_eq!(widened.version, 2);
+        assert_eq!(widened.schema, wider);
+        assert_eq!(widened.file_count, 2);
+        let change = &widened.lineage_history[0];
+        assert_eq!(
+            (change.dataset_version, change.kind),
+            (2, LineageEventKind::SchemaChange)
+        );
+        assert_eq!(change.added_columns, ["at"]);
+        // The old, narrower schema is now "a removed column": refused.
+        assert!(matches!(
+            store
+                .commit(append(base, "datasets/wide/k/part-00000.parquet"))
+                .await,
+            Err(Error::Precondition { .. })
+        ));
+    }
+
     pub async fn ten_thousand_files(store: Arc<dyn CatalogStore>) {
         let files: Vec<DataFile> = (0..10_000)
             .map(|i| file(&format!("datasets/big/i/part-{i:05}.parquet"), 2))
@@ -725,4 +879,6 @@ conformance_suite!(
     ten_thousand_files,
     retried_commit_applied_once,
     files_are_listed_in_pages,
+    lineage_history_keeps_every_event,
+    append_may_add_nullable_columns,
 );

@@ -43,6 +43,10 @@ pub enum DatasetsCommand {
         /// Report what differs without changing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Accept dropping manifest files that vanished from storage, and
+        /// their rows (refused otherwise; check with --dry-run first).
+        #[arg(long)]
+        allow_row_loss: bool,
     },
     /// Delete a dataset from the catalog (its files stay unless
     /// --delete-files).
@@ -64,9 +68,11 @@ pub async fn run(args: DatasetsArgs) -> Result<ExitCode> {
     match args.command {
         DatasetsCommand::Ls { prefix } => ls(&mut client, prefix, out).await?,
         DatasetsCommand::Show { name, files } => show(&mut client, name, files, out).await?,
-        DatasetsCommand::Resync { name, dry_run } => {
-            resync(&mut client, name, dry_run, out).await?
-        }
+        DatasetsCommand::Resync {
+            name,
+            dry_run,
+            allow_row_loss,
+        } => resync(&mut client, name, dry_run, allow_row_loss, out).await?,
         DatasetsCommand::Rm {
             name,
             delete_files,
@@ -185,6 +191,12 @@ async fn show(client: &mut CatalogClient, name: String, files: bool, out: Output
         }
         println!("  rows read: {}", l.rows);
     }
+    if !d.lineage_history.is_empty() {
+        println!("history (newest first):");
+        for e in &d.lineage_history {
+            println!("  {}", event_text(e));
+        }
+    }
     println!("schema:");
     let columns = d
         .schema
@@ -218,11 +230,16 @@ async fn resync(
     client: &mut CatalogClient,
     name: Option<String>,
     dry_run: bool,
+    allow_row_loss: bool,
     out: Output,
 ) -> Result<()> {
     let reports = match name {
         Some(name) => client
-            .resync_dataset(pb::ResyncDatasetRequest { name, dry_run })
+            .resync_dataset(pb::ResyncDatasetRequest {
+                name,
+                dry_run,
+                allow_row_loss,
+            })
             .await?
             .into_inner()
             .report
@@ -230,7 +247,10 @@ async fn resync(
             .collect(),
         None => {
             let response = client
-                .resync_missing(pb::ResyncMissingRequest { dry_run })
+                .resync_missing(pb::ResyncMissingRequest {
+                    dry_run,
+                    allow_row_loss,
+                })
                 .await?
                 .into_inner();
             eprintln!(
@@ -247,13 +267,47 @@ async fn resync(
     Ok(())
 }
 
+/// One lineage event on a line: version, kind, then what it carried.
+fn event_text(e: &pb::LineageEvent) -> String {
+    let kind = e
+        .kind()
+        .as_str_name()
+        .trim_start_matches("LINEAGE_EVENT_KIND_")
+        .to_lowercase();
+    let mut text = format!(
+        "v{}\t{kind}\t{}",
+        e.dataset_version,
+        time_text(e.time.as_ref())
+    );
+    if !e.added_columns.is_empty() {
+        text.push_str(&format!("\tadded {}", e.added_columns.join(", ")));
+    }
+    if let Some(l) = e.lineage.as_ref().filter(|l| !l.source.is_empty()) {
+        text.push_str(&format!("\t{}", l.source));
+        if !l.query.is_empty() {
+            text.push_str(&format!("\t{}", l.query));
+        }
+        if !l.ingest_id.is_empty() {
+            text.push_str(&format!("\tingest {}", l.ingest_id));
+        }
+    }
+    text
+}
+
 fn report_text(r: &pb::ResyncReport) -> String {
-    let state = match (r.drifted, r.applied) {
-        (false, _) => "in sync",
-        (true, true) => "repaired",
-        (true, false) => "drifted (not applied)",
+    let state = match (r.drifted, r.applied, r.refused_row_loss) {
+        (false, _, _) => "in sync",
+        (true, true, _) => "repaired",
+        (true, false, true) => "drifted (refused: would lose rows; see --allow-row-loss)",
+        (true, false, false) => "drifted (not applied)",
     };
     let mut text = format!("{}\t{state}\tversion {}", r.dataset, r.version);
+    if r.files_lost > 0 {
+        text.push_str(&format!(
+            "\n  rows lost: {} in {} file(s)",
+            r.rows_lost, r.files_lost
+        ));
+    }
     for f in &r.field_changes {
         text.push_str(&format!("\n  {}: {} -> {}", f.field, f.before, f.after));
     }
@@ -268,6 +322,9 @@ fn report_text(r: &pb::ResyncReport) -> String {
     for p in &r.problems {
         text.push_str(&format!("\n  unreadable {}: {}", p.key, p.error));
     }
+    for key in &r.uncommitted_keys {
+        text.push_str(&format!("\n  uncommitted (not adopted) {key}"));
+    }
     text
 }
 
@@ -275,6 +332,8 @@ fn report_json(r: &pb::ResyncReport) -> Value {
     json!({
         "dataset": r.dataset, "drifted": r.drifted, "applied": r.applied,
         "version": r.version, "bytes_read": r.bytes_read,
+        "rows_lost": r.rows_lost, "files_lost": r.files_lost,
+        "refused_row_loss": r.refused_row_loss, "uncommitted_keys": r.uncommitted_keys,
         "field_changes": r.field_changes.iter()
             .map(|f| json!({"field": f.field, "before": f.before, "after": f.after}))
             .collect::<Vec<_>>(),
@@ -296,7 +355,7 @@ fn dataset_json(d: &pb::Dataset) -> Value {
         .iter()
         .map(|c| json!({"name": c.name, "data_type": c.data_type, "nullable": c.nullable}))
         .collect();
-    let lineage = d.lineage.as_ref().map(|l| {
+    let lineage_json = |l: &pb::Lineage| {
         json!({
             "source_kind": l.source_kind().as_str_name(), "source": l.source,
             "query": l.query, "ingest_id": l.ingest_id,
@@ -305,11 +364,25 @@ fn dataset_json(d: &pb::Dataset) -> Value {
             "snapshot_time": time_text(l.snapshot_time.as_ref()),
             "rows": l.rows, "bytes": l.bytes,
         })
-    });
+    };
+    let lineage = d.lineage.as_ref().map(lineage_json);
+    let history: Vec<Value> = d
+        .lineage_history
+        .iter()
+        .map(|e| {
+            json!({
+                "dataset_version": e.dataset_version, "kind": e.kind().as_str_name(),
+                "lineage": e.lineage.as_ref().map(lineage_json),
+                "added_columns": e.added_columns,
+                "time": time_text(e.time.as_ref()),
+            })
+        })
+        .collect();
     let mut value = json!({
         "name": d.name, "bucket": d.bucket, "description": d.description,
         "version": d.version, "row_count": d.row_count, "file_count": d.file_count,
         "size_bytes": d.size_bytes, "schema": columns, "lineage": lineage,
+        "lineage_history": history,
         "create_time": time_text(d.create_time.as_ref()),
         "update_time": time_text(d.update_time.as_ref()),
     });

@@ -1137,6 +1137,7 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
             .resync_dataset(catalog_pb::ResyncDatasetRequest {
                 name: DATASET.to_owned(),
                 dry_run: false,
+                ..Default::default()
             })
             .await,
         "ResyncDataset",

@@ -18,6 +18,8 @@ pub(crate) struct CommitPlan {
     pub lineage: Lineage,
     /// Whether every current file goes (replace mode).
     pub replace_all: bool,
+    /// Columns an APPEND added to the schema (nullable ones), in order.
+    pub added_columns: Vec<String>,
 }
 
 /// Checks what can be checked without the database.
@@ -89,18 +91,29 @@ pub(crate) fn plan(current: Option<&Dataset>, commit: &Commit) -> Result<CommitP
     }
 
     let current_schema = current.map(|d| d.schema.clone()).unwrap_or_default();
+    let mut added_columns = Vec::new();
     let schema = match &commit.schema {
         Some(given) if !given.is_empty() => {
-            if commit.mode == CommitMode::Append
-                && !current_schema.is_empty()
-                && let Some(difference) = current_schema.first_difference(given)
-            {
-                return Err(Error::Precondition {
-                    name: name.to_owned(),
-                    reason: format!(
-                        "the schema does not match the dataset's ({difference}); use REPLACE to change it"
-                    ),
-                });
+            if commit.mode == CommitMode::Append && !current_schema.is_empty() {
+                // APPEND may widen the schema by nullable columns: older
+                // files lack them and read as nulls. Anything else (a
+                // column removed, changed or not null) is refused.
+                match current_schema.added_nullable_columns(given) {
+                    Some(added) => {
+                        added_columns = added.iter().map(|c| c.name.clone()).collect();
+                    }
+                    None => {
+                        let difference = current_schema
+                            .first_difference(given)
+                            .unwrap_or_else(|| "the columns differ".to_owned());
+                        return Err(Error::Precondition {
+                            name: name.to_owned(),
+                            reason: format!(
+                                "the schema does not match the dataset's ({difference}); APPEND may only add nullable columns; use REPLACE to change it"
+                            ),
+                        });
+                    }
+                }
             }
             given.clone()
         }
@@ -121,5 +134,6 @@ pub(crate) fn plan(current: Option<&Dataset>, commit: &Commit) -> Result<CommitP
         schema,
         lineage,
         replace_all: commit.mode == CommitMode::Replace,
+        added_columns,
     })
 }

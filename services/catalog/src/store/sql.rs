@@ -10,8 +10,8 @@ use sqlx::{Pool, QueryBuilder, Row};
 use super::{Db, begin_read, begin_write};
 use crate::error::{Error, Result};
 use crate::model::{
-    Commit, DataFile, Dataset, DatasetName, Lineage, ListQuery, NewDataset, Schema, SourceKind,
-    View,
+    Commit, DataFile, Dataset, DatasetName, LINEAGE_HISTORY_LIMIT, Lineage, LineageEvent,
+    LineageEventKind, ListQuery, NewDataset, Schema, SourceKind, View,
 };
 use crate::store::{plan, to_i64};
 
@@ -56,24 +56,12 @@ fn read_header(row: &DbRow) -> Result<(i64, Dataset)> {
         DateTime::<Utc>::from_timestamp_micros(value)
             .ok_or_else(|| corrupt(format!("{field} is out of range")))
     };
-    let optional_time = |field: &str, value: Option<i64>| value.map(|v| time(field, v)).transpose();
 
     let name = DatasetName::parse(&name_text).map_err(|_| corrupt("invalid name".to_owned()))?;
     let schema_json: String = column(row, "schema_json")?;
     let schema: Schema =
         serde_json::from_str(&schema_json).map_err(|e| corrupt(format!("schema_json: {e}")))?;
-    let source_kind: String = column(row, "source_kind")?;
-    let lineage = Lineage {
-        source_kind: SourceKind::from_stored(&source_kind),
-        source: column(row, "source")?,
-        query: column(row, "source_query")?,
-        ingest_id: column(row, "ingest_id")?,
-        start_time: optional_time("start_us", column(row, "start_us")?)?,
-        finish_time: optional_time("finish_us", column(row, "finish_us")?)?,
-        snapshot_time: optional_time("snapshot_us", column(row, "snapshot_us")?)?,
-        rows: unsigned("lineage_rows", column(row, "lineage_rows")?)?,
-        bytes: unsigned("lineage_bytes", column(row, "lineage_bytes")?)?,
-    };
+    let lineage = read_lineage(row, &name_text)?;
     let dataset = Dataset {
         bucket: column(row, "bucket")?,
         description: column(row, "description")?,
@@ -86,9 +74,112 @@ fn read_header(row: &DbRow) -> Result<(i64, Dataset)> {
         create_time: time("create_us", column(row, "create_us")?)?,
         update_time: time("update_us", column(row, "update_us")?)?,
         version: unsigned("version", column(row, "version")?)?,
+        lineage_history: Vec::new(),
         name,
     };
     Ok((column(row, "id")?, dataset))
+}
+
+/// The lineage columns of a `datasets` or `lineage_events` row (both
+/// tables name them alike).
+fn read_lineage(row: &DbRow, name: &str) -> Result<Lineage> {
+    let corrupt = |reason: String| Error::Corrupt {
+        name: name.to_owned(),
+        reason,
+    };
+    let unsigned = |field: &str, value: i64| {
+        u64::try_from(value).map_err(|_| corrupt(format!("{field} is negative")))
+    };
+    let optional_time = |field: &str, value: Option<i64>| {
+        value
+            .map(|v| {
+                DateTime::<Utc>::from_timestamp_micros(v)
+                    .ok_or_else(|| corrupt(format!("{field} is out of range")))
+            })
+            .transpose()
+    };
+    let source_kind: String = column(row, "source_kind")?;
+    Ok(Lineage {
+        source_kind: SourceKind::from_stored(&source_kind),
+        source: column(row, "source")?,
+        query: column(row, "source_query")?,
+        ingest_id: column(row, "ingest_id")?,
+        start_time: optional_time("start_us", column(row, "start_us")?)?,
+        finish_time: optional_time("finish_us", column(row, "finish_us")?)?,
+        snapshot_time: optional_time("snapshot_us", column(row, "snapshot_us")?)?,
+        rows: unsigned("lineage_rows", column(row, "lineage_rows")?)?,
+        bytes: unsigned("lineage_bytes", column(row, "lineage_bytes")?)?,
+    })
+}
+
+/// The newest [`LINEAGE_HISTORY_LIMIT`] lineage events of a dataset,
+/// newest first.
+async fn lineage_history(conn: &mut Conn, id: i64, name: &str) -> Result<Vec<LineageEvent>> {
+    let limit = i64::try_from(LINEAGE_HISTORY_LIMIT).unwrap_or(i64::MAX);
+    let rows = sqlx::query(
+        "SELECT dataset_version, kind, source_kind, source, source_query, ingest_id, start_us, \
+         finish_us, snapshot_us, lineage_rows, lineage_bytes, added_columns, create_us \
+         FROM lineage_events WHERE dataset_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(Error::db("read lineage history"))?;
+    rows.iter()
+        .map(|row| {
+            let corrupt = |reason: String| Error::Corrupt {
+                name: name.to_owned(),
+                reason,
+            };
+            let version: i64 = column(row, "dataset_version")?;
+            let kind: String = column(row, "kind")?;
+            let added: String = column(row, "added_columns")?;
+            let created: i64 = column(row, "create_us")?;
+            Ok(LineageEvent {
+                dataset_version: u64::try_from(version)
+                    .map_err(|_| corrupt("a lineage event's version is negative".to_owned()))?,
+                kind: LineageEventKind::from_stored(&kind),
+                lineage: read_lineage(row, name)?,
+                added_columns: serde_json::from_str(&added)
+                    .map_err(|e| corrupt(format!("a lineage event's added_columns: {e}")))?,
+                time: DateTime::<Utc>::from_timestamp_micros(created)
+                    .ok_or_else(|| corrupt("a lineage event's time is out of range".to_owned()))?,
+            })
+        })
+        .collect()
+}
+
+/// Records one lineage event of dataset row `id`, in the caller's
+/// transaction.
+async fn record_event(conn: &mut Conn, id: i64, event: &LineageEvent) -> Result<()> {
+    const OP: &str = "record lineage";
+    let lineage = &event.lineage;
+    sqlx::query(
+        "INSERT INTO lineage_events (dataset_id, dataset_version, kind, source_kind, source, \
+         source_query, ingest_id, start_us, finish_us, snapshot_us, lineage_rows, lineage_bytes, \
+         added_columns, create_us) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(id)
+    .bind(to_i64(event.dataset_version, "version")?)
+    .bind(event.kind.as_str())
+    .bind(lineage.source_kind.as_str())
+    .bind(&lineage.source)
+    .bind(&lineage.query)
+    .bind(&lineage.ingest_id)
+    .bind(micros(lineage.start_time))
+    .bind(micros(lineage.finish_time))
+    .bind(micros(lineage.snapshot_time))
+    .bind(to_i64(lineage.rows, "lineage rows")?)
+    .bind(to_i64(lineage.bytes, "lineage bytes")?)
+    // Serialising plain strings cannot fail.
+    .bind(serde_json::to_string(&event.added_columns).unwrap_or_else(|_| "[]".to_owned()))
+    .bind(event.time.timestamp_micros())
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::db(OP))?;
+    Ok(())
 }
 
 async fn header(conn: &mut Conn, name: &str) -> Result<Option<(i64, Dataset)>> {
@@ -252,6 +343,7 @@ pub(super) async fn get(pool: &Pool<Db>, name: &DatasetName, view: View) -> Resu
         .ok_or_else(|| not_found(name))?;
     if view == View::Full {
         dataset.files = Some(files(&mut tx, id, name.as_str()).await?);
+        dataset.lineage_history = lineage_history(&mut tx, id, name.as_str()).await?;
     }
     tx.commit().await.map_err(Error::db("get dataset"))?;
     Ok(dataset)
@@ -278,6 +370,7 @@ pub(super) async fn list(pool: &Pool<Db>, query: &ListQuery) -> Result<Vec<Datas
         let (id, mut dataset) = read_header(row)?;
         if query.view == View::Full {
             dataset.files = Some(files(&mut tx, id, dataset.name.as_str()).await?);
+            dataset.lineage_history = lineage_history(&mut tx, id, dataset.name.as_str()).await?;
         }
         datasets.push(dataset);
     }
@@ -330,6 +423,11 @@ async fn delete_once(
     }
     // The foreign key cascades, but do not rely on the backend enforcing it.
     sqlx::query("DELETE FROM files WHERE dataset_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::db("delete"))?;
+    sqlx::query("DELETE FROM lineage_events WHERE dataset_id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await
@@ -544,10 +642,46 @@ async fn commit_once(pool: &Pool<Db>, commit: &Commit) -> Result<Dataset> {
     .await
     .map_err(Error::db(OP))?;
 
+    // The history: what produced this version (and any schema change).
+    let version = plan.base_version + 1;
+    let recorded_at = DateTime::<Utc>::from_timestamp_micros(now).unwrap_or_else(Utc::now);
+    let given = commit.lineage.clone().map(Lineage::redacted);
+    let kind = match &given {
+        Some(l) if l.source_kind == SourceKind::Resync => LineageEventKind::Resync,
+        _ => LineageEventKind::Commit,
+    };
+    record_event(
+        &mut tx,
+        id,
+        &LineageEvent {
+            dataset_version: version,
+            kind,
+            lineage: given.unwrap_or_default(),
+            added_columns: Vec::new(),
+            time: recorded_at,
+        },
+    )
+    .await?;
+    if !plan.added_columns.is_empty() {
+        record_event(
+            &mut tx,
+            id,
+            &LineageEvent {
+                dataset_version: version,
+                kind: LineageEventKind::SchemaChange,
+                lineage: Lineage::default(),
+                added_columns: plan.added_columns.clone(),
+                time: recorded_at,
+            },
+        )
+        .await?;
+    }
+
     let (_, mut dataset) = header(&mut tx, name.as_str())
         .await?
         .ok_or_else(|| not_found(name))?;
     dataset.files = Some(files(&mut tx, id, name.as_str()).await?);
+    dataset.lineage_history = lineage_history(&mut tx, id, name.as_str()).await?;
     if let Some(request_id) = &commit.request_id
         && !record_request(&mut tx, request_id, &dataset, now).await?
     {

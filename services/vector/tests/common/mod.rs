@@ -47,6 +47,7 @@ impl Stack {
                 buckets_config: None,
                 journal_flush_interval: Duration::from_secs(1),
                 probe_timeout: Duration::from_secs(2),
+                ..Default::default()
             },
             dir,
             Arc::new(StaticSecrets::default()),
@@ -145,6 +146,7 @@ impl Stack {
             .resync_dataset(catalog_pb::ResyncDatasetRequest {
                 name: name.to_owned(),
                 dry_run: false,
+                ..Default::default()
             })
             .await
             .expect("resync");
