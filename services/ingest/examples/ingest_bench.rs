@@ -176,6 +176,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             buckets_config: None,
             journal_flush_interval: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(3),
+            ..Default::default()
         },
         dir.path(),
         Arc::new(StaticSecrets::default()),

@@ -62,6 +62,18 @@ pub struct IngestConfig {
     /// limit.
     #[arg(long = "ingest-max-upload-bytes", env = "LAKEHOUSE_INGEST_MAX_UPLOAD_BYTES", default_value = "4GiB", value_parser = parse_bytes)]
     pub max_upload_bytes: u64,
+
+    /// How long an ingest folder (`datasets/<d>/<ingest-id>/`) must have
+    /// gone unwritten before the orphan sweeper may remove the parts of an
+    /// ingest that died without committing. It must exceed the longest gap
+    /// between an ingest's last part and its commit; see the sweeper's docs.
+    #[arg(long = "ingest-orphan-grace", env = "LAKEHOUSE_INGEST_ORPHAN_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub orphan_grace: Duration,
+
+    /// How often the orphan sweeper runs in the background; 0 turns it off
+    /// (SweepOrphans still runs it on demand).
+    #[arg(long = "ingest-sweep-interval", env = "LAKEHOUSE_INGEST_SWEEP_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
 }
 
 impl Default for IngestConfig {
@@ -79,6 +91,8 @@ impl Default for IngestConfig {
             history: 1000,
             connect_timeout: Duration::from_secs(10),
             max_upload_bytes: 4 << 30,
+            orphan_grace: Duration::from_secs(3600),
+            sweep_interval: Duration::from_secs(600),
         }
     }
 }
@@ -107,6 +121,22 @@ mod tests {
         assert_eq!(cli.ingest.part_bytes, defaults.part_bytes);
         assert_eq!(cli.ingest.max_upload_bytes, defaults.max_upload_bytes);
         assert_eq!(cli.ingest.connect_timeout, defaults.connect_timeout);
+        assert_eq!(cli.ingest.orphan_grace, defaults.orphan_grace);
+        assert_eq!(cli.ingest.sweep_interval, defaults.sweep_interval);
+    }
+
+    #[test]
+    fn a_zero_sweep_interval_parses_as_off() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--ingest-sweep-interval",
+            "0",
+            "--ingest-orphan-grace",
+            "90s",
+        ])
+        .expect("flags parse");
+        assert_eq!(cli.ingest.sweep_interval, Duration::ZERO);
+        assert_eq!(cli.ingest.orphan_grace, Duration::from_secs(90));
     }
 
     #[test]

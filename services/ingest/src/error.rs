@@ -219,6 +219,16 @@ pub enum Error {
     #[error("the ingest service is shutting down; retry against another instance")]
     ShuttingDown,
 
+    /// A dataset's file list kept changing while the orphan sweeper read it
+    /// (commits landing between pages), so no consistent list was seen.
+    #[error(
+        "the file list of dataset {dataset} kept changing while it was read; nothing of it was swept, retry shortly"
+    )]
+    ManifestUnsettled {
+        /// The dataset.
+        dataset: String,
+    },
+
     /// A task of the pipeline failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
@@ -262,6 +272,7 @@ impl Error {
             Error::UploadIncomplete | Error::UploadCorrupt { .. } => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::ShuttingDown => Code::Unavailable,
+            Error::ManifestUnsettled { .. } => Code::Aborted,
         }
     }
 
@@ -301,20 +312,46 @@ fn sqlstate_code(code: &str) -> Code {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = error.code();
-        if lakehouse_shared::status::is_caller_error(code) {
-            tracing::info!(%error, ?code, "ingest request failed");
-        } else {
-            tracing::warn!(%error, ?code, "ingest request failed");
-        }
-        let (reason, metadata) = error.error_info();
-        lakehouse_shared::status::with_error_info(code, error.client_message(), reason, metadata)
+        // The server logs the failed call once, by class; the full cause
+        // (backend text) goes on the call's span for that line.
+        lakehouse_shared::status::record_cause(&error);
+        let (reason, metadata) = error.error_details();
+        lakehouse_shared::status::with_recorded_error_info(
+            code,
+            error.client_message(),
+            &reason,
+            &metadata,
+        )
     }
 }
 
 impl Error {
+    /// The `ErrorInfo` reason and metadata a client gets. A refusal by the
+    /// catalog keeps the catalog's own reason and metadata (DATASET_EXISTS,
+    /// VERSION_MISMATCH with the current version, ...), marked with
+    /// `service=catalog`, so a client branches on the same reasons whether
+    /// it called the catalog or ingest; CATALOG_FAILED only when the
+    /// catalog gave none.
+    pub(crate) fn error_details(&self) -> (String, std::collections::BTreeMap<String, String>) {
+        if let Error::Catalog { status } = self
+            && let Some(reason) = lakehouse_shared::status::error_reason(status)
+        {
+            let mut metadata = lakehouse_shared::status::error_info_metadata(status);
+            metadata.insert("service".to_owned(), "catalog".to_owned());
+            return (reason, metadata);
+        }
+        let (reason, metadata) = self.error_info();
+        (
+            reason.to_owned(),
+            metadata
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        )
+    }
+
     /// The stable `google.rpc.ErrorInfo` reason and the values a client
-    /// needs to act on it.
-    /// The `ErrorInfo` reason and metadata of this error.
+    /// needs to act on it, by variant.
     pub(crate) fn error_info(&self) -> (&'static str, Vec<(&'static str, String)>) {
         match self {
             Error::InvalidRequest(_) => ("INVALID_ARGUMENT", vec![]),
@@ -356,6 +393,9 @@ impl Error {
             Error::UploadCorrupt { .. } => ("UPLOAD_CORRUPT", vec![]),
             Error::NotFound(_) => ("NOT_FOUND", vec![]),
             Error::ShuttingDown => ("SHUTTING_DOWN", vec![]),
+            Error::ManifestUnsettled { dataset } => {
+                ("MANIFEST_UNSETTLED", vec![("dataset", dataset.clone())])
+            }
             Error::Framing(_) | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
                 ("INTERNAL", vec![])
             }

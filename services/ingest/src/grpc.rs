@@ -11,11 +11,12 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
 use futures::{Stream, StreamExt as _};
 use lakehouse_proto::ingest::v1::{self as pb, ingest_service_server::IngestService};
+use lakehouse_shared::ingest_id::new_ingest_id;
 use lakehouse_shared::paging::{self, PageToken};
 use lakehouse_shared::secrets::SecretString;
 use tonic::{Request, Response, Status, Streaming};
@@ -27,6 +28,7 @@ use crate::pipeline::{Mode, Target, timestamp};
 use crate::postgres_ingest::PostgresRequest;
 use crate::registry::{IngestRecord, Phase, State};
 use crate::service::{Event, Ingestor};
+use crate::sweeper::{SweepReport, Swept};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -41,15 +43,6 @@ impl IngestGrpc {
     pub fn new(ingestor: Arc<Ingestor>) -> Self {
         Self { ingestor }
     }
-}
-
-/// A new ingest id: UTC time first, so ids (and part prefixes) sort by start.
-fn new_ingest_id() -> String {
-    format!(
-        "{}-{}",
-        Utc::now().format("%Y%m%dT%H%M%SZ"),
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
 }
 
 fn mode(value: i32) -> Result<Mode, Status> {
@@ -503,6 +496,45 @@ impl IngestService for IngestGrpc {
         Ok(Response::new(pb::CancelIngestResponse {
             cancelled: outcome.cancelled,
             ingest: Some(ingest(outcome.record)),
+        }))
+    }
+
+    async fn sweep_orphans(
+        &self,
+        request: Request<pb::SweepOrphansRequest>,
+    ) -> Result<Response<pb::SweepOrphansResponse>, Status> {
+        let pb::SweepOrphansRequest {
+            dry_run,
+            grace_seconds,
+        } = request.into_inner();
+        let report = self
+            .ingestor
+            .sweep_orphans(grace_seconds.map(Duration::from_secs), dry_run)
+            .await?;
+        let SweepReport {
+            removed,
+            bytes_removed,
+        } = report;
+        Ok(Response::new(pb::SweepOrphansResponse {
+            removed: removed
+                .into_iter()
+                .map(
+                    |Swept {
+                         bucket,
+                         key,
+                         size_bytes,
+                         ingest_id,
+                         dataset,
+                     }| pb::SweptObject {
+                        bucket,
+                        key,
+                        size_bytes,
+                        ingest_id,
+                        dataset,
+                    },
+                )
+                .collect(),
+            bytes_removed,
         }))
     }
 }

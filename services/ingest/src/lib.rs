@@ -23,6 +23,7 @@ mod pipeline;
 mod postgres_ingest;
 mod registry;
 mod service;
+mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,10 @@ pub use grpc::IngestGrpc;
 pub use pg_types::{PgType, UNCONSTRAINED_NUMERIC};
 
 #[cfg(test)]
-use {lakehouse_catalog as _, lakehouse_storage as _, serde_json as _, tracing_subscriber as _};
+use {
+    lakehouse_catalog as _, lakehouse_storage as _, serde_json as _, tracing_subscriber as _,
+    uuid as _,
+};
 
 /// How long shutdown waits for cancelled ingests to delete their parts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -98,6 +102,11 @@ impl IngestRuntime {
         ));
         let loader = ingestor.clone();
         tokio::spawn(async move { loader.load_history().await });
+        if !config.sweep_interval.is_zero() {
+            let sweeper = ingestor.clone();
+            let interval = config.sweep_interval;
+            tokio::spawn(async move { sweeper.sweep_periodically(interval).await });
+        }
         Ok(Self { ingestor })
     }
 

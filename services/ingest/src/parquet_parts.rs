@@ -56,11 +56,6 @@ pub struct WrittenPart {
     pub etag: String,
 }
 
-/// The object key prefix of one ingest's parts (with a trailing slash).
-pub fn ingest_prefix(dataset: &str, ingest_id: &str) -> String {
-    format!("datasets/{dataset}/{ingest_id}/")
-}
-
 /// The encoder's task; it yields the parts written.
 pub type EncoderTask = tokio::task::JoinHandle<Result<Vec<WrittenPart>>>;
 

@@ -128,19 +128,30 @@ pub async fn preflight(ctx: &Context, target: &Target) -> Result<(Option<u64>, T
     let (expected, existing_bucket) = match (target.mode, found) {
         (Mode::Create, Err(status)) if status.code() == Code::NotFound => (Some(0), None),
         (Mode::Create, Ok(_)) => {
+            // The catalog's own reason, as a refused commit would carry.
             return Err(Error::Catalog {
-                status: Box::new(tonic::Status::already_exists(format!(
-                    "dataset {} already exists; use mode APPEND or REPLACE",
-                    target.dataset
-                ))),
+                status: Box::new(lakehouse_shared::status::with_error_info(
+                    Code::AlreadyExists,
+                    format!(
+                        "dataset {} already exists; use mode APPEND or REPLACE",
+                        target.dataset
+                    ),
+                    "DATASET_EXISTS",
+                    [("dataset", target.dataset.clone())],
+                )),
             });
         }
         (Mode::Append, Err(status)) if status.code() == Code::NotFound => {
             return Err(Error::Catalog {
-                status: Box::new(tonic::Status::not_found(format!(
-                    "dataset {} does not exist; use mode CREATE first",
-                    target.dataset
-                ))),
+                status: Box::new(lakehouse_shared::status::with_error_info(
+                    Code::NotFound,
+                    format!(
+                        "dataset {} does not exist; use mode CREATE first",
+                        target.dataset
+                    ),
+                    "DATASET_NOT_FOUND",
+                    [("dataset", target.dataset.clone())],
+                )),
             });
         }
         (Mode::Replace, Err(status)) if status.code() == Code::NotFound => (Some(0), None),
@@ -205,7 +216,7 @@ async fn resolve_bucket(
     }
 }
 
-fn catalog_error(status: tonic::Status) -> Error {
+pub(crate) fn catalog_error(status: tonic::Status) -> Error {
     let status = match status.code() {
         Code::Unavailable | Code::Unknown | Code::DeadlineExceeded => {
             tonic::Status::unavailable(format!(
@@ -245,7 +256,7 @@ where
         ctx.storage.clone(),
         target.bucket.clone(),
     ));
-    let prefix = parquet_parts::ingest_prefix(&target.dataset, &target.ingest_id);
+    let prefix = lakehouse_shared::ingest_id::ingest_prefix(&target.dataset, &target.ingest_id);
     progress.set_phase(Phase::Streaming);
     let encoder_cancel = cancel.child_token();
     let (sender, encoder) = parquet_parts::start(

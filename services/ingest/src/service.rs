@@ -24,6 +24,7 @@ use crate::postgres_ingest::{self, PostgresRequest, ReadOptions};
 use crate::registry::{
     CancelOutcome, Failure, IngestRecord, Progress, ProgressSnapshot, Registry, State,
 };
+use crate::sweeper::{self, SweepOptions, SweepReport};
 
 /// How long a request with a request_id waits for the history to load
 /// before it is refused (so a retry can never run an ingest twice because
@@ -72,6 +73,8 @@ pub struct Ingestor {
     /// running ones finish.
     draining: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
+    /// One orphan sweep at a time (the periodic one and SweepOrphans).
+    sweeping: tokio::sync::Mutex<()>,
 }
 
 impl Ingestor {
@@ -96,6 +99,7 @@ impl Ingestor {
             shutdown: CancellationToken::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
+            sweeping: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -160,6 +164,42 @@ impl Ingestor {
         }
         self.history_ready().await?;
         Ok(self.registry.by_request_id(request_id))
+    }
+
+    /// Removes the parts of ingests that died without committing (see
+    /// [`crate::sweeper`]); `grace` overrides the configured one. Waits for
+    /// the history, which says which ingests committed.
+    pub async fn sweep_orphans(
+        &self,
+        grace: Option<Duration>,
+        dry_run: bool,
+    ) -> Result<SweepReport> {
+        self.history_ready().await?;
+        let _one_at_a_time = self.sweeping.lock().await;
+        sweeper::sweep(
+            &self.ctx,
+            &self.registry,
+            &self.history,
+            SweepOptions {
+                grace: grace.unwrap_or(self.config.orphan_grace),
+                dry_run,
+            },
+        )
+        .await
+    }
+
+    /// Sweeps orphans every `interval` until shutdown, off the request
+    /// path. A failed round is logged and the next one tries again.
+    pub async fn sweep_periodically(&self, interval: Duration) {
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if let Err(error) = self.sweep_orphans(None, false).await {
+                tracing::warn!(%error, "the periodic orphan sweep failed; the next one tries again");
+            }
+        }
     }
 
     /// Tells a running ingest to stop.
@@ -397,14 +437,11 @@ impl Ingestor {
                     State::Failed
                 };
                 let message = error.client_message();
-                let (reason, metadata) = error.error_info();
+                let (reason, metadata) = error.error_details();
                 let failure = Failure {
                     code: error.code() as i32,
-                    reason: reason.to_owned(),
-                    metadata: metadata
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v))
-                        .collect(),
+                    reason,
+                    metadata: metadata.into_iter().collect(),
                 };
                 let record = self.registry.finish(&target.ingest_id, |r| {
                     r.state = state;
@@ -417,7 +454,7 @@ impl Ingestor {
                     &self.ctx.storage,
                     operation,
                     &target.bucket,
-                    &crate::parquet_parts::ingest_prefix(&target.dataset, &target.ingest_id),
+                    &lakehouse_shared::ingest_id::ingest_prefix(&target.dataset, &target.ingest_id),
                     &error,
                 )
                 .await;

@@ -56,6 +56,7 @@ async fn ingest_commits_to_the_real_catalog() {
             buckets_config: None,
             journal_flush_interval: std::time::Duration::from_secs(1),
             probe_timeout: std::time::Duration::from_secs(2),
+            ..Default::default()
         },
         dir.path(),
         Arc::new(StaticSecrets::default()),
@@ -127,6 +128,7 @@ async fn ingest_commits_to_the_real_catalog() {
         .resync_dataset(catalog::ResyncDatasetRequest {
             name: dataset.clone(),
             dry_run: true,
+            ..Default::default()
         })
         .await
         .expect("resync")

@@ -500,7 +500,18 @@ async fn modes_create_append_replace() {
         .1
         .expect("create");
     let (_, again) = run_ingest(&mut client, request(pb::IngestMode::Create)).await;
-    assert_eq!(again.expect_err("exists").code(), Code::AlreadyExists);
+    let exists = again.expect_err("exists");
+    assert_eq!(exists.code(), Code::AlreadyExists);
+    // The catalog's own reason reaches the ingest's client.
+    assert_eq!(
+        lakehouse_shared::status::error_reason(&exists).as_deref(),
+        Some("DATASET_EXISTS"),
+        "{exists:?}"
+    );
+    assert_eq!(
+        lakehouse_shared::status::error_metadata(&exists, "service").as_deref(),
+        Some("catalog")
+    );
     let appended = run_ingest(&mut client, request(pb::IngestMode::Append))
         .await
         .1

@@ -41,6 +41,8 @@ pub const SCOPE_TABLE: &[(&str, Scope)] = &[
     ("/lakehouse.ingest.v1.IngestService/ListIngests", Read),
     ("/lakehouse.ingest.v1.IngestService/GetIngest", Read),
     ("/lakehouse.ingest.v1.IngestService/CancelIngest", Write),
+    // Deletes objects from storage, like DeleteObject.
+    ("/lakehouse.ingest.v1.IngestService/SweepOrphans", Admin),
     // Vector: indexes.
     ("/lakehouse.vector.v1.VectorService/CreateIndex", Write),
     ("/lakehouse.vector.v1.VectorService/RebuildIndex", Write),

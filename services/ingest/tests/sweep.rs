@@ -1,0 +1,308 @@
+//! SweepOrphans against the real storage and catalog services: committed
+//! parts and keys a manifest holds stay, the parts of dead ingests go (with
+//! grace 0), folders younger than the grace stay, a dry run removes
+//! nothing, keys outside ingest folders are never touched, and every
+//! removal is journaled in the ingest history, which a new process still
+//! reads.
+
+#![allow(unused_crate_dependencies)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use clap::Parser as _;
+use common::unique;
+use futures::TryStreamExt as _;
+use lakehouse_ingest::{IngestConfig, IngestRuntime};
+use lakehouse_proto::catalog::v1 as catalog;
+use lakehouse_proto::ingest::v1 as pb;
+use lakehouse_shared::ingest_id::{ingest_prefix, new_ingest_id};
+use lakehouse_shared::secrets::StaticSecrets;
+use lakehouse_shared::server::GrpcServer;
+use lakehouse_shared::testing::{serve_on_loopback, server_config};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Parser)]
+struct CatalogFlags {
+    #[command(flatten)]
+    catalog: lakehouse_catalog::CatalogConfig,
+}
+
+/// Serves one service on a loopback port; evaluates to its address.
+macro_rules! serve {
+    ($service:expr, $stop:expr) => {
+        serve_on_loopback(
+            GrpcServer::new(server_config()).add_service($service),
+            &$stop,
+        )
+        .await
+    };
+}
+
+/// The sweeper's own timer is off: only SweepOrphans sweeps here.
+fn config() -> IngestConfig {
+    IngestConfig {
+        sweep_interval: std::time::Duration::ZERO,
+        ..common::small_config()
+    }
+}
+
+/// Every key under `prefix` in the default bucket.
+async fn keys(store: &dyn ObjectStore, prefix: &str) -> BTreeSet<String> {
+    store
+        .list(Some(&Path::from(prefix)))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .expect("list")
+}
+
+async fn sweep(
+    client: &mut lakehouse_client::IngestClient,
+    dry_run: bool,
+    grace_seconds: Option<u64>,
+) -> pb::SweepOrphansResponse {
+    client
+        .sweep_orphans(pb::SweepOrphansRequest {
+            dry_run,
+            grace_seconds,
+        })
+        .await
+        .expect("sweep")
+        .into_inner()
+}
+
+fn removed_keys(response: &pb::SweepOrphansResponse) -> BTreeSet<String> {
+    response.removed.iter().map(|r| r.key.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sweep_removes_dead_ingests_parts_and_keeps_everything_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stop = CancellationToken::new();
+    let storage = lakehouse_storage::StorageRuntime::start(
+        &lakehouse_storage::StorageConfig {
+            buckets_config: None,
+            journal_flush_interval: std::time::Duration::from_secs(1),
+            probe_timeout: std::time::Duration::from_secs(2),
+            ..Default::default()
+        },
+        dir.path(),
+        Arc::new(StaticSecrets::default()),
+    )
+    .await
+    .expect("storage");
+    let storage_addr = serve!(storage.service(16 << 20), stop);
+    let flags = CatalogFlags::parse_from(["test"]);
+    let catalog_runtime =
+        lakehouse_catalog::CatalogRuntime::start(&flags.catalog, dir.path(), &storage_addr)
+            .await
+            .expect("catalog");
+    let catalog_addr = serve!(catalog_runtime.service(16 << 20), stop);
+    let ingest = IngestRuntime::start(
+        &config(),
+        Arc::new(StaticSecrets::default()),
+        &storage_addr,
+        &catalog_addr,
+    )
+    .await
+    .expect("ingest");
+    let ingest_addr = serve!(ingest.service(16 << 20), stop);
+    let mut client =
+        lakehouse_client::ingest(lakehouse_client::connect_lazy(&ingest_addr).expect("addr"));
+    let mut catalog_client =
+        lakehouse_client::catalog(lakehouse_client::connect_lazy(&catalog_addr).expect("addr"));
+    let storage_client =
+        lakehouse_client::storage(lakehouse_client::connect_lazy(&storage_addr).expect("addr"));
+    let store = lakehouse_client::GrpcObjectStore::new(storage_client, String::new());
+
+    // A committed ingest.
+    let dataset = unique("swept");
+    let csv: String = std::iter::once("id,name\n".to_owned())
+        .chain((0..500).map(|i| format!("{i},name-{i}\n")))
+        .collect();
+    let committed = client
+        .ingest_file(lakehouse_client::file_upload(
+            pb::IngestFileHeader {
+                dataset: dataset.clone(),
+                file_name: "rows.csv".to_owned(),
+                format: pb::FileFormat::Csv as i32,
+                csv: Some(pb::CsvOptions {
+                    has_header: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            lakehouse_client::chunked(csv.as_bytes()),
+        ))
+        .await
+        .expect("ingest a file")
+        .into_inner()
+        .ingest
+        .expect("ingest");
+    let committed_parts = keys(&store, &ingest_prefix(&dataset, &committed.ingest_id)).await;
+    assert!(!committed_parts.is_empty());
+
+    // The leftovers of ingests this process never ran: one in the committed
+    // dataset, two parts of an aborted CREATE (a dataset the catalog does
+    // not know).
+    let put = |key: String, bytes: &'static [u8]| {
+        let store = &store;
+        async move {
+            store
+                .put(&Path::from(key.as_str()), PutPayload::from_static(bytes))
+                .await
+                .expect("put");
+            key
+        }
+    };
+    let dead = new_ingest_id();
+    let ghost = unique("ghost");
+    let ghost_ingest = new_ingest_id();
+    let orphans: BTreeSet<String> = [
+        put(
+            format!("{}part-00000.parquet", ingest_prefix(&dataset, &dead)),
+            b"dead part",
+        )
+        .await,
+        put(
+            format!("{}part-00000.parquet", ingest_prefix(&ghost, &ghost_ingest)),
+            b"ghost part 0",
+        )
+        .await,
+        put(
+            format!("{}part-00001.parquet", ingest_prefix(&ghost, &ghost_ingest)),
+            b"ghost part 1",
+        )
+        .await,
+    ]
+    .into();
+    // A part of an ingest unknown here that the manifest holds (committed
+    // by someone else): never swept.
+    let held_ingest = new_ingest_id();
+    let held = put(
+        format!(
+            "{}part-00000.parquet",
+            ingest_prefix(&dataset, &held_ingest)
+        ),
+        b"held part",
+    )
+    .await;
+    catalog_client
+        .commit_files(catalog::CommitFilesRequest {
+            name: dataset.clone(),
+            mode: catalog::CommitMode::Append as i32,
+            add_files: vec![catalog::DataFile {
+                key: held.clone(),
+                size_bytes: b"held part".len() as u64,
+                row_count: 1,
+                etag: String::new(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("commit a file of an unknown ingest");
+    // Keys outside ingest folders: not the sweeper's.
+    let outside: BTreeSet<String> = [
+        put(format!("datasets/{ghost}/notes.txt"), b"notes").await,
+        put(format!("datasets/{dataset}/manual/part.parquet"), b"manual").await,
+    ]
+    .into();
+
+    let everything = keys(&store, "datasets").await;
+
+    // Everything was written just now: the configured grace (1 h) keeps it.
+    let young = sweep(&mut client, false, None).await;
+    assert!(young.removed.is_empty(), "{young:?}");
+    assert_eq!(keys(&store, "datasets").await, everything);
+
+    // A dry run reports exactly the orphans and removes nothing.
+    let dry = sweep(&mut client, true, Some(0)).await;
+    assert_eq!(removed_keys(&dry), orphans);
+    assert_eq!(keys(&store, "datasets").await, everything);
+    let expected_bytes: u64 = [
+        b"dead part".len(),
+        b"ghost part 0".len(),
+        b"ghost part 1".len(),
+    ]
+    .iter()
+    .map(|n| *n as u64)
+    .sum();
+    assert_eq!(dry.bytes_removed, expected_bytes);
+
+    // With grace 0 the orphans go; everything else stays.
+    let swept = sweep(&mut client, false, Some(0)).await;
+    assert_eq!(removed_keys(&swept), orphans);
+    assert_eq!(swept.bytes_removed, expected_bytes);
+    for object in &swept.removed {
+        assert!(!object.bucket.is_empty(), "{object:?}");
+        let expected_ingest = if object.key.contains(&dead) {
+            &dead
+        } else {
+            &ghost_ingest
+        };
+        assert_eq!(&object.ingest_id, expected_ingest);
+    }
+    let left = keys(&store, "datasets").await;
+    let expected_left: BTreeSet<String> = everything.difference(&orphans).cloned().collect();
+    assert_eq!(left, expected_left);
+    assert!(committed_parts.is_subset(&left));
+    assert!(left.contains(&held));
+    assert!(outside.is_subset(&left));
+
+    // Nothing is left to sweep.
+    let again = sweep(&mut client, false, Some(0)).await;
+    assert!(again.removed.is_empty(), "{again:?}");
+
+    // Each removal is in the ingest history journal...
+    let mut journal = String::new();
+    for key in keys(&store, "_lakehouse/ingests").await {
+        let bytes = store
+            .get(&Path::from(key.as_str()))
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("read");
+        journal.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    for key in &orphans {
+        assert!(
+            journal
+                .lines()
+                .any(|line| line.contains("\"kind\":\"swept\"") && line.contains(key.as_str())),
+            "{key} is not journaled as swept:\n{journal}"
+        );
+    }
+    // ...and a new process reads the history past those lines.
+    let reader = IngestRuntime::start(
+        &config(),
+        Arc::new(StaticSecrets::default()),
+        &storage_addr,
+        &catalog_addr,
+    )
+    .await
+    .expect("a second ingest runtime");
+    let reader_addr = serve!(reader.service(16 << 20), stop);
+    let mut reader_client =
+        lakehouse_client::ingest(lakehouse_client::connect_lazy(&reader_addr).expect("addr"));
+    let listed = reader_client
+        .get_ingest(pb::GetIngestRequest {
+            ingest_id: committed.ingest_id.clone(),
+        })
+        .await
+        .expect("the committed ingest, read back past the swept lines")
+        .into_inner()
+        .ingest
+        .expect("ingest");
+    assert_eq!(listed.state, pb::IngestState::Succeeded as i32);
+
+    stop.cancel();
+    reader.shutdown().await;
+    ingest.shutdown().await;
+    storage.shutdown().await;
+}
