@@ -6,8 +6,6 @@
 //! in an environment name fails here instead of in someone's `docker
 //! compose up`.
 
-#![allow(unused_crate_dependencies)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,12 +1,10 @@
-#![allow(unused_crate_dependencies)]
-
 //! Authentication through real processes (ADR 0009): tokens from a 0600
 //! secrets file, every service refusing calls without a valid token, scopes
 //! enforced, the services calling each other with their own service token in
 //! `serve all` and in a split deployment, unsafe exposure refused, and token
 //! values never in any server's output.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -419,6 +417,7 @@ fn split_deployment_ingests_a_file_with_authentication_on() {
             .resync_dataset(catalog::ResyncDatasetRequest {
                 name: "people".to_owned(),
                 dry_run: true,
+                ..Default::default()
             })
             .await
             .expect("catalog resync through storage");

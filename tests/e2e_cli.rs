@@ -1,5 +1,3 @@
-#![allow(unused_crate_dependencies)]
-
 //! The CLI as people and agents use it, through the real binary against
 //! `lakehouse serve all` as a real process: a CSV is ingested, the dataset is
 //! listed and shown, its parts are found in storage, an object makes a round
@@ -7,7 +5,7 @@
 //! and a message that says what is wrong. With PostgreSQL reachable, a table
 //! is ingested too.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,9 +1,7 @@
-#![allow(unused_crate_dependencies)]
-
 //! `lakehouse serve all` as a real process: health, reflection through the
 //! real grpcurl, and an orderly shutdown.
 
-mod support;
+use crate::support;
 
 use support::{ServerProcess, grpcurl, skip_or_fail, which};
 
@@ -429,4 +427,39 @@ fn every_service_applies_the_one_name_rule_and_the_one_key_rule() {
         }
     });
     server.stop();
+}
+
+/// Each failed call is logged once, at a level by class (issue 8, item 3):
+/// the caller's mistake at INFO, with its reason, in exactly one line.
+#[test]
+fn a_failed_call_is_logged_once_by_class() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start("all", dir.path(), &[]);
+    server.wait_healthy();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let channel = lakehouse_client::connect(&server.uri())
+            .await
+            .expect("connect");
+        let status = lakehouse_client::catalog(channel)
+            .get_dataset(lakehouse_proto::catalog::v1::GetDatasetRequest {
+                name: "no-such-dataset-42".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("unknown dataset");
+        assert_eq!(status.code(), tonic::Code::NotFound);
+    });
+    server.stop();
+    let log = server.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("no-such-dataset-42"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for one failure:\n{log}");
+    assert!(
+        lines[0].contains("INFO") && lines[0].contains("DATASET_NOT_FOUND"),
+        "{}",
+        lines[0]
+    );
 }

@@ -1,11 +1,9 @@
-#![allow(unused_crate_dependencies)]
-
 //! A stop lets running work finish: SIGTERM on `serve all` while an
 //! IngestPostgres streams rows lets it commit (its commit is a call to the
 //! same server, which keeps answering until the ingest is done), then the
 //! process exits cleanly; a new ingest during the drain is refused.
 
-mod support;
+use crate::support;
 
 use lakehouse_proto::catalog::v1 as catalog;
 use lakehouse_proto::ingest::v1 as ingest;

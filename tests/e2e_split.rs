@@ -1,11 +1,9 @@
-#![allow(unused_crate_dependencies)]
-
 //! The split deployment, as docker-compose runs it: storage and catalog as
 //! separate processes that find each other through LAKEHOUSE_STORAGE_ADDR.
 //! A Parquet file uploaded to storage is picked up by the catalog's resync,
 //! which reads its footer through the storage process.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 
@@ -95,6 +93,7 @@ fn storage_and_catalog_as_separate_processes() {
             .resync_dataset(catalog::ResyncDatasetRequest {
                 name: "staff".to_owned(),
                 dry_run: false,
+                ..Default::default()
             })
             .await
             .expect("ResyncDataset")

@@ -1,10 +1,8 @@
-#![allow(unused_crate_dependencies)]
-
 //! The storage service as a real process, configured the way
 //! docker-compose.yml configures it (buckets file + secrets file), driven
 //! with the real grpcurl.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;

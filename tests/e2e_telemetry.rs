@@ -1,10 +1,8 @@
-#![allow(unused_crate_dependencies)]
-
 //! Spans really leave the process: `serve all` with
 //! OTEL_EXPORTER_OTLP_ENDPOINT pointed at a collector started by this test
 //! exports the server span of a call, under the caller's W3C trace id.
 
-mod support;
+use crate::support;
 
 use support::ServerProcess;
 use support::collector::Collector;

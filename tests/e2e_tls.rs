@@ -1,5 +1,3 @@
-#![allow(unused_crate_dependencies)]
-
 //! TLS through real processes (ADR 0011), with a CA, a server certificate
 //! (SAN 127.0.0.1 and localhost) and a client certificate this test makes:
 //! `serve all` over TLS (its services calling each other over TLS too), a
@@ -8,7 +6,7 @@
 //! gets in; a split deployment (vector calling storage) over mutual TLS;
 //! and no private key in any server's output.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

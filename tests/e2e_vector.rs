@@ -1,12 +1,10 @@
-#![allow(unused_crate_dependencies)]
-
 //! The vector service as a user meets it, through `lakehouse serve all` as a
 //! real process: a Parquet file with an embedding column (written by
 //! pyarrow, as users' files are: Snappy, `list<float>`) is ingested, indexed
 //! and searched; after a restart the index answers again without a rebuild,
 //! and health stays NOT_SERVING until it is loaded.
 
-mod support;
+use crate::support;
 
 use lakehouse_proto::ingest::v1 as ingest_pb;
 use lakehouse_proto::vector::v1 as pb;

@@ -155,3 +155,117 @@ pub fn grpcurl(grpcurl: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+impl ServerProcess {
+    /// Starts `lakehouse serve <role>` on `port` (chosen by the caller, so
+    /// peers can be told the address before the process exists, and a
+    /// restart keeps the address its clients know), in `dir`. An
+    /// `LAKEHOUSE_LISTEN` in `env` overrides the one given here.
+    pub fn start_at(role: &str, dir: &Path, port: u16, env: &[(&str, String)]) -> Self {
+        let addr = format!("127.0.0.1:{port}");
+        let data_dir = dir.join("data");
+        let log = dir.join(format!("{role}-{port}.log"));
+        std::fs::create_dir_all(dir).expect("create the server folder");
+        let log_file = std::fs::File::create(&log).expect("create server log");
+        let mut command = Command::new(BINARY);
+        command
+            .args(["serve", role])
+            .env("LAKEHOUSE_LISTEN", &addr)
+            .env("LAKEHOUSE_DATA_DIR", &data_dir)
+            .env("LAKEHOUSE_LOG", "info")
+            .env("LAKEHOUSE_SECRETS_FILE", dir.join("no-secrets.toml"))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone log handle"))
+            .stderr(log_file);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start the lakehouse binary");
+        Self {
+            child: Some(child),
+            addr,
+            log,
+            data_dir,
+        }
+    }
+
+    /// SIGKILL, no shutdown at all (a crash or an OOM kill), and the exit
+    /// status.
+    pub fn kill(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+/// A moto S3 server (the stand-in for MinIO) on a free loopback port,
+/// killed on drop.
+pub struct MotoServer {
+    child: Option<Child>,
+    /// http://127.0.0.1:port
+    pub endpoint: String,
+}
+
+impl MotoServer {
+    /// Starts moto_server, or returns None (after skip_or_fail) when it is
+    /// not on PATH.
+    pub fn start(test: &str) -> Option<Self> {
+        let Some(moto) = which("moto_server") else {
+            skip_or_fail(
+                test,
+                "moto_server (a real S3 HTTP server) is not on PATH; pip install 'moto[server]'",
+            );
+            return None;
+        };
+        let port = free_port();
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let server = Self {
+            child: Some(child),
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(server)
+    }
+
+    /// Creates a bucket with a plain HTTP PUT (moto does not check auth).
+    pub fn create_bucket(&self, name: &str) {
+        use std::io::{Read as _, Write as _};
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(host).expect("connect to moto");
+        write!(
+            stream,
+            "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "create bucket: {response}"
+        );
+    }
+
+    /// Kills the server: the S3 endpoint becomes a closed port.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

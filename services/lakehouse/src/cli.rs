@@ -212,3 +212,15 @@ pub fn apply_client_tls(command: &Command) -> Result<(), Box<dyn std::error::Err
 fn parse_token(value: &str) -> Result<SecretString, String> {
     Ok(SecretString::new(value.trim()))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Clap's own consistency checks (unique argument ids across the
+    /// flattened service configs, valid defaults), which otherwise only
+    /// fire when the binary starts.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -20,7 +20,6 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::classify::GrpcFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -155,7 +154,12 @@ impl GrpcServer {
             .layer(
                 TraceLayer::new_for_grpc()
                     .make_span_with(crate::telemetry::server_span)
-                    .on_failure(log_failure),
+                    // Every failed call is logged here, once (see
+                    // `log_grpc_failure`); the classifier's own event would
+                    // be a second line with less in it.
+                    .on_failure(())
+                    .on_response(log_response)
+                    .on_eos(log_eos),
             )
             // Inside the trace layer, so a refused call is logged and
             // traced like any other failure (by code, never the token).
@@ -306,17 +310,43 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> http::Respo
     .into_http()
 }
 
-/// Logs failed calls by class: the caller's mistakes at info, ours at warn.
-fn log_failure(failure: GrpcFailureClass, latency: Duration, _span: &tracing::Span) {
-    match failure {
-        GrpcFailureClass::Status(status) => {
-            let code = tonic::Code::from_i32(status.code_raw());
-            if crate::status::is_caller_error(code) {
-                tracing::info!(?code, ?latency, "call refused");
-            } else {
-                tracing::warn!(?code, ?latency, "call failed");
-            }
+/// A call that failed before streaming anything carries its status in the
+/// response headers (trailers-only response).
+fn log_response<B>(response: &http::Response<B>, latency: Duration, span: &tracing::Span) {
+    span.in_scope(|| log_grpc_failure(response.headers(), latency));
+}
+
+/// A streamed call carries its status in the trailers.
+fn log_eos(trailers: Option<&http::HeaderMap>, latency: Duration, span: &tracing::Span) {
+    if let Some(trailers) = trailers {
+        span.in_scope(|| log_grpc_failure(trailers, latency));
+    }
+}
+
+/// The one log line of a failed call, at a level by class: the caller's
+/// mistakes (wrong input, missing resource, conflicts, auth) at INFO, a
+/// dependency that is down or overloaded at WARN, our bugs (INTERNAL,
+/// UNKNOWN, DATA_LOSS) at ERROR. It names the code, the ErrorInfo reason
+/// and the message the client got; the call's span adds the full cause a
+/// service recorded (`status::record_cause`). Services do not log a failure
+/// again when they turn it into a status, so one failure is one line.
+fn log_grpc_failure(headers: &http::HeaderMap, latency: Duration) {
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return;
+    };
+    let code = status.code();
+    if code == tonic::Code::Ok {
+        return;
+    }
+    let reason = crate::status::error_reason(&status).unwrap_or_default();
+    let message = status.message();
+    match code {
+        tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
+            tracing::error!(?code, %reason, client_message = %message, ?latency, "call failed");
         }
-        other => tracing::warn!(failure = %other, ?latency, "call failed"),
+        c if crate::status::is_caller_error(c) => {
+            tracing::info!(?code, %reason, client_message = %message, ?latency, "call refused");
+        }
+        _ => tracing::warn!(?code, %reason, client_message = %message, ?latency, "call failed"),
     }
 }

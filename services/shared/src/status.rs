@@ -24,6 +24,13 @@ pub fn is_caller_error(code: Code) -> bool {
     )
 }
 
+/// Records the full cause of a failure (backend text included) on the
+/// call's span, so the server's one log line for the failed call carries it
+/// while the client gets only the status message.
+pub fn record_cause(cause: &dyn std::fmt::Display) {
+    tracing::Span::current().record("error.cause", tracing::field::display(cause));
+}
+
 /// The status for an RPC that a later milestone implements; it names the
 /// feature so the caller knows it is planned, not broken.
 pub fn not_yet_implemented(feature: &str) -> tonic::Status {

@@ -148,6 +148,9 @@ pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
         otel.kind = "server",
         rpc = %request.uri().path(),
         request_id = %request_id,
+        // Filled by `status::record_cause` when a service turns an error
+        // into a status: the full cause, for our log only.
+        error.cause = tracing::field::Empty,
     );
     if let Err(error) = span.set_parent(extract_context(request.headers())) {
         tracing::debug!(%error, "trace context not attached to span");

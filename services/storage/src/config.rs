@@ -40,6 +40,29 @@ pub struct StorageConfig {
     /// Default timeout of one bucket reachability probe.
     #[arg(long, env = "LAKEHOUSE_PROBE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub probe_timeout: Duration,
+
+    /// How often leftovers of interrupted uploads (local `#n` temp files,
+    /// staged multipart uploads) are swept; 0 turns the sweep off.
+    #[arg(long = "storage-sweep-interval", env = "LAKEHOUSE_STORAGE_SWEEP_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub leftover_sweep_interval: Duration,
+
+    /// How long a leftover must go unwritten before the sweep removes it (an
+    /// upload in progress keeps writing, so it is never taken).
+    #[arg(long = "storage-leftover-grace", env = "LAKEHOUSE_STORAGE_LEFTOVER_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub leftover_grace: Duration,
+}
+
+impl Default for StorageConfig {
+    /// The flags' defaults (for embedding and tests).
+    fn default() -> Self {
+        Self {
+            buckets_config: None,
+            journal_flush_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(3),
+            leftover_sweep_interval: Duration::from_secs(3600),
+            leftover_grace: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// The buckets file.

@@ -189,6 +189,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
+        // The server logs the failed call once, by class; the full cause
+        // (backend text) goes on the call's span for that line.
+        lakehouse_shared::status::record_cause(&error);
         let code = match &error {
             Error::UnknownBucket { .. } | Error::NotFound { .. } => Code::NotFound,
             Error::InvalidKey { .. }

@@ -15,6 +15,7 @@ mod journal;
 mod keys;
 mod objects;
 mod registry;
+mod sweep;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use journal::{ErrorJournal, ErrorRecord, JOURNAL_PREFIX};
 pub use keys::validate_key;
 pub use objects::{GetOutcome, ObjectRange, PutOptions, Storage};
 pub use registry::{Backend, Bucket, BucketRegistry};
+pub use sweep::Leftover;
 
 #[cfg(test)]
 use {lakehouse_client as _, tempfile as _};
@@ -47,12 +49,14 @@ pub fn service(
         .max_encoding_message_size(max_message_bytes)
 }
 
-/// The storage service with its background work (the journal flusher).
+/// The storage service with its background work (the journal flusher, the
+/// sweeper of interrupted uploads' leftovers).
 #[derive(Debug)]
 pub struct StorageRuntime {
     storage: Arc<Storage>,
     stop: CancellationToken,
     flusher: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl StorageRuntime {
@@ -82,10 +86,17 @@ impl StorageRuntime {
             config.journal_flush_interval,
             stop.clone(),
         ));
+        let sweeper = tokio::spawn(sweep::sweep_periodically(
+            storage.clone(),
+            config.leftover_sweep_interval,
+            config.leftover_grace,
+            stop.clone(),
+        ));
         Ok(Self {
             storage,
             stop,
             flusher,
+            sweeper,
         })
     }
 
@@ -99,9 +110,13 @@ impl StorageRuntime {
         service(self.storage.clone(), max_message_bytes)
     }
 
-    /// Stops the flusher and writes out what the journal still buffers.
+    /// Stops the flusher and the sweeper, and writes out what the journal
+    /// still buffers.
     pub async fn shutdown(self) {
         self.stop.cancel();
+        if let Err(error) = self.sweeper.await {
+            tracing::warn!(%error, "leftover sweeper ended abnormally");
+        }
         if let Err(error) = self.flusher.await {
             tracing::warn!(%error, "journal flusher ended abnormally");
         }

@@ -239,3 +239,97 @@ async fn an_upload_without_its_commit_or_with_a_wrong_checksum_writes_nothing() 
         .expect("opted out of the commit");
     assert_eq!(read(&server, "t/typed.csv").await, data.to_vec());
 }
+
+/// Leftovers of uploads that died (issue 11, item 6): a local `#n` temp
+/// file and a staged multipart upload, once unwritten for the grace period,
+/// are removed and journaled; fresh ones (an upload in progress) and real
+/// objects stay.
+#[tokio::test]
+async fn leftovers_of_interrupted_uploads_are_swept_after_the_grace_period() {
+    let (server, dir) = server().await;
+    let root = dir.path().join("main");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let write = |relative: &str, age: Option<std::time::SystemTime>| {
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, b"half written").expect("write");
+        if let Some(time) = age {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .expect("open")
+                .set_modified(time)
+                .expect("set mtime");
+        }
+    };
+    write(
+        "datasets/x/20261126T000000Z-abcdef123456/part-00001.parquet#3",
+        Some(hour_ago),
+    );
+    write(
+        "_lakehouse/uploads/00000000000000000001-42-0",
+        Some(hour_ago),
+    );
+    write("datasets/x/part-00002.parquet#7", None);
+    write("datasets/x/real#7.parquet", Some(hour_ago));
+
+    // Within the grace period nothing is taken.
+    assert_eq!(
+        server
+            .storage
+            .sweep_leftovers(Duration::from_secs(7200))
+            .await,
+        vec![]
+    );
+
+    let mut removed: Vec<String> = server
+        .storage
+        .sweep_leftovers(Duration::from_secs(600))
+        .await
+        .into_iter()
+        .map(|l| {
+            assert_eq!(l.bucket, "main");
+            assert_eq!(l.size_bytes, 12);
+            l.key
+        })
+        .collect();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            "_lakehouse/uploads/00000000000000000001-42-0",
+            "datasets/x/20261126T000000Z-abcdef123456/part-00001.parquet#3",
+        ]
+    );
+    assert!(
+        root.join("datasets/x/part-00002.parquet#7").exists(),
+        "fresh: in progress"
+    );
+    assert!(
+        root.join("datasets/x/real#7.parquet").exists(),
+        "not a temp file"
+    );
+    assert!(
+        !root
+            .join("_lakehouse/uploads/00000000000000000001-42-0")
+            .exists()
+    );
+
+    // Journaled, findable through ListErrors.
+    let journal = server
+        .client()
+        .list_errors(pb::ListErrorsRequest {
+            service: "storage".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListErrors")
+        .into_inner();
+    let swept: Vec<&str> = journal
+        .errors
+        .iter()
+        .filter(|e| e.operation == "sweep_leftovers")
+        .map(|e| e.key.as_str())
+        .collect();
+    assert_eq!(swept.len(), 2, "{swept:?}");
+}

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tracing::Instrument as _;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type};
@@ -127,16 +128,19 @@ pub async fn load(
         let indices = spec_columns(spec, &meta, &file)?;
         for row_group in 0..meta.metadata().num_row_groups() {
             let rows = meta.metadata().row_group(row_group).num_rows().max(0) as u64;
-            let task = tokio::spawn(load_row_group(
-                store.clone(),
-                file.clone(),
-                meta.clone(),
-                row_group,
-                indices.clone(),
-                spec.clone(),
-                first_row,
-                rows_loaded.clone(),
-            ));
+            let task = tokio::spawn(
+                load_row_group(
+                    store.clone(),
+                    file.clone(),
+                    meta.clone(),
+                    row_group,
+                    indices.clone(),
+                    spec.clone(),
+                    first_row,
+                    rows_loaded.clone(),
+                )
+                .in_current_span(),
+            );
             tasks.push(task);
             first_row += rows;
         }
@@ -387,11 +391,23 @@ fn append_vectors(
         dataset: spec.dataset.clone(),
         column: spec.vector_column.clone(),
         found: column.data_type().to_string(),
-        expected: "FixedSizeList<Float32> or List<Float32>",
+        expected: "a list of numbers (FixedSizeList or List of Float32, or of other floats or integers, converted to Float32)",
     };
     if let Some(i) = (0..column.len()).find(|&i| column.is_null(i)) {
         return Err(bad_row(spec, first_row + i as u64, "vector is null"));
     }
+    // Lists of other numbers become Float32 lists: NDJSON arrays arrive as
+    // Float64 (or Int64 for whole numbers), some writers emit float64
+    // embeddings. A value past f32's range becomes infinite and is refused
+    // below with its row, like any non-finite component.
+    let converted;
+    let column = match float32_list_type(column.data_type()) {
+        Some(target) => {
+            converted = arrow::compute::cast(column, &target).map_err(|_| type_error())?;
+            &converted
+        }
+        None => column,
+    };
     let start = part.vectors.len();
     match column.data_type() {
         DataType::FixedSizeList(field, size) if field.data_type() == &DataType::Float32 => {
@@ -467,6 +483,30 @@ fn append_vectors(
     Ok(())
 }
 
+/// The Float32 list type a list of other numbers converts to; `None` when
+/// the column needs no conversion (or cannot have one).
+fn float32_list_type(data_type: &DataType) -> Option<DataType> {
+    let numeric = |field: &arrow::datatypes::FieldRef| {
+        let item = field.data_type();
+        item != &DataType::Float32 && (item.is_floating() || item.is_integer())
+    };
+    let float32 = |field: &arrow::datatypes::FieldRef| {
+        Arc::new(arrow::datatypes::Field::new(
+            field.name(),
+            DataType::Float32,
+            field.is_nullable(),
+        ))
+    };
+    match data_type {
+        DataType::FixedSizeList(field, size) if numeric(field) => {
+            Some(DataType::FixedSizeList(float32(field), *size))
+        }
+        DataType::List(field) if numeric(field) => Some(DataType::List(float32(field))),
+        DataType::LargeList(field) if numeric(field) => Some(DataType::LargeList(float32(field))),
+        _ => None,
+    }
+}
+
 fn check_dim(spec: &LoadSpec, part: &mut Part, found: usize, row: u64) -> Result<()> {
     match part.dim {
         None => {
@@ -523,4 +563,61 @@ fn check_ids(spec: &LoadSpec, ids: &ArrayRef, first_row: u64) -> Result<()> {
         return Err(bad_row(spec, first_row + i as u64, "id is null"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Builder, Int64Builder, ListBuilder};
+
+    use super::*;
+
+    fn spec() -> LoadSpec {
+        LoadSpec {
+            dataset: "docs".to_owned(),
+            version: 1,
+            vector_column: "embedding".to_owned(),
+            row_columns: vec!["id".to_owned()],
+            normalize: false,
+        }
+    }
+
+    fn part() -> Part {
+        Part {
+            vectors: Vec::new(),
+            dim: None,
+            batches: Vec::new(),
+            first_row: 0,
+        }
+    }
+
+    /// NDJSON arrays arrive as lists of Float64 (or Int64): they load as
+    /// Float32 vectors, and a value f32 cannot hold is refused with its row.
+    #[test]
+    fn lists_of_other_numbers_load_as_float32() {
+        let mut floats = ListBuilder::new(Float64Builder::new());
+        floats.values().append_slice(&[1.0, 0.5]);
+        floats.append(true);
+        floats.values().append_slice(&[0.25, -2.0]);
+        floats.append(true);
+        let column: ArrayRef = Arc::new(floats.finish());
+        let mut loaded = part();
+        append_vectors(&spec(), &column, 0, &mut loaded).expect("float64 lists load");
+        assert_eq!(loaded.vectors, vec![1.0, 0.5, 0.25, -2.0]);
+        assert_eq!(loaded.dim, Some(2));
+
+        let mut ints = ListBuilder::new(Int64Builder::new());
+        ints.values().append_slice(&[1, 0]);
+        ints.append(true);
+        let column: ArrayRef = Arc::new(ints.finish());
+        let mut loaded = part();
+        append_vectors(&spec(), &column, 0, &mut loaded).expect("int64 lists load");
+        assert_eq!(loaded.vectors, vec![1.0, 0.0]);
+
+        let mut huge = ListBuilder::new(Float64Builder::new());
+        huge.values().append_slice(&[1.0, 1e300]);
+        huge.append(true);
+        let column: ArrayRef = Arc::new(huge.finish());
+        let error = append_vectors(&spec(), &column, 7, &mut part()).expect_err("overflows f32");
+        assert!(matches!(error, Error::BadRow { row: 7, .. }), "{error:?}");
+    }
 }

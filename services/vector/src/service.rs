@@ -12,6 +12,7 @@ use lakehouse_proto::catalog::v1 as catalog_pb;
 use lakehouse_shared::request_id::RequestLog;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument as _;
 
 use crate::Metric;
 use crate::cache::EmbeddingCache;
@@ -568,11 +569,17 @@ impl VectorService {
         // Detached: a client that disconnects does not stop the build; it
         // can be watched with GetIndex / ListGenerations and cancelled.
         let service = self.clone();
-        tokio::spawn(async move {
-            service
-                .run_build(entry, generation, params, promote, build)
-                .await;
-        });
+        // Detached, but in a span under the request's: the catalog and
+        // storage calls of the build join the caller's trace.
+        let span = tracing::info_span!("index_build", index = %name, generation);
+        tokio::spawn(
+            async move {
+                service
+                    .run_build(entry, generation, params, promote, build)
+                    .await;
+            }
+            .instrument(span),
+        );
         BuildTicket {
             index: name,
             generation,

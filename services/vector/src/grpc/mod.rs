@@ -16,6 +16,7 @@ use lakehouse_shared::time::to_proto as timestamp;
 use lakehouse_shared::{names, paging, request_id};
 use prost_types::value::Kind;
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::Metric;
 use crate::error::Error;
@@ -270,9 +271,9 @@ pub fn status(error: &Error) -> Status {
             (Code::Internal, "INTERNAL", vec![])
         }
     };
-    if code == Code::Internal || code == Code::Unavailable || code == Code::DataLoss {
-        tracing::warn!(error = %error, "vector call failed");
-    }
+    // The server logs the failed call once, by class; the full cause goes
+    // on the call's span for that line.
+    lakehouse_shared::status::record_cause(&error);
     with_error_info(code, message, reason, metadata)
 }
 
@@ -591,7 +592,8 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(body(tx));
+    // In the call's span, so what the task calls joins the call's trace.
+    tokio::spawn(body(tx).in_current_span());
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 

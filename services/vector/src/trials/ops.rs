@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use arrow::array::{Array as _, StringArray};
 use chrono::Utc;
@@ -633,12 +634,15 @@ impl VectorService {
         }
         let service = self.clone();
         let task_run = run.clone();
-        tokio::spawn(async move {
-            let outcome = service
-                .trial_task(&task_run, setup, new.params, sweep, new.keep_generation)
-                .await;
-            task_run.finish(outcome);
-        });
+        tokio::spawn(
+            async move {
+                let outcome = service
+                    .trial_task(&task_run, setup, new.params, sweep, new.keep_generation)
+                    .await;
+                task_run.finish(outcome);
+            }
+            .in_current_span(),
+        );
         Ok(TrialTicket {
             run,
             replayed: false,
@@ -888,12 +892,15 @@ impl VectorService {
         }
         let service = self.clone();
         let task_run = run.clone();
-        tokio::spawn(async move {
-            let outcome = service
-                .tune_task(&task_run, setup, request, candidates)
-                .await;
-            task_run.finish(outcome);
-        });
+        tokio::spawn(
+            async move {
+                let outcome = service
+                    .tune_task(&task_run, setup, request, candidates)
+                    .await;
+                task_run.finish(outcome);
+            }
+            .in_current_span(),
+        );
         Ok(TrialTicket {
             run,
             replayed: false,
