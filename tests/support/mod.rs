@@ -32,32 +32,7 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `lakehouse serve <role>` on a free port with `env`, in `dir`.
     pub fn start(role: &str, dir: &Path, env: &[(&str, String)]) -> Self {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let data_dir = dir.join("data");
-        let log = dir.join(format!("{role}-{port}.log"));
-        std::fs::create_dir_all(dir).expect("create the server folder");
-        let log_file = std::fs::File::create(&log).expect("create server log");
-        let mut command = Command::new(BINARY);
-        command
-            .args(["serve", role])
-            .env("LAKEHOUSE_LISTEN", &addr)
-            .env("LAKEHOUSE_DATA_DIR", &data_dir)
-            .env("LAKEHOUSE_LOG", "info")
-            .env("LAKEHOUSE_SECRETS_FILE", dir.join("no-secrets.toml"))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("clone log handle"))
-            .stderr(log_file);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command.spawn().expect("start the lakehouse binary");
-        Self {
-            child: Some(child),
-            addr,
-            log,
-            data_dir,
-        }
+        Self::start_at(role, dir, free_port(), env)
     }
 
     /// http://host:port, for tonic clients.
