@@ -7,11 +7,18 @@ wrote, so that they land in the same run as our index.
     python3 peers.py DIR [--threads 2] [--ef 10,20,30,50,100] [--m 16]
                          [--ef-construction 80] [--warmup 20]
                          [--skip-hnswlib] [--skip-faiss-hnsw] [--skip-faiss-flat]
+                         [--save | --search-only]
 
 DIR holds meta.json ({"n", "dim", "queries", "k", "metric": "dot"}),
 vectors.f32 (n*dim little-endian f32, row-major), queries.f32
 (queries*dim f32) and truth.i32 (queries*k little-endian i32: the exact
 top-k row indices per query, nearest first).
+
+--save writes the built HNSW indexes into DIR (hnswlib.bin, faiss_hnsw.index);
+a later call with --search-only reads them back and runs only the
+single-query sweep, so the Rust benchmark can alternate rounds of ours and
+theirs and keep each library's best round (this VM's run-to-run noise is
+larger than the differences being measured).
 
 Prints ONE JSON object on stdout and nothing else (logs go to stderr; the
 native libraries' stdout is sent to stderr as well). A peer that cannot be
@@ -127,6 +134,20 @@ def call_floor_us(make, dim, k, search, calls=2000):
     return summary(latencies)["p50_us"]
 
 
+def sweep_only(args, set_ef, search_one, one_thread, rows, k, truth):
+    """The single-query sweep alone (one thread, each ef): a --search-only round."""
+    one_thread()
+    out = []
+    for ef in args.ef:
+        set_ef(max(ef, k))
+        one_at_a_time(search_one, rows[: args.warmup], k)
+        latencies, labels = one_at_a_time(search_one, rows, k)
+        entry = {"ef": ef, "ef_effective": max(ef, k), "recall": round(recall(labels, truth), 5)}
+        entry.update(summary(latencies))
+        out.append(entry)
+    return out
+
+
 # ---------------------------------------------------------------- peers
 
 
@@ -134,7 +155,12 @@ def run_hnswlib(args, n, dim, k, vectors, queries, truth, rows):
     import numpy as np
     import hnswlib
 
+    saved = os.path.join(args.dir, "hnswlib.bin")
     index = hnswlib.Index(space="ip", dim=dim)
+    if args.search_only:
+        index.load_index(saved, max_elements=n)
+        return {"search": sweep_only(args, index.set_ef, lambda row, kk: index.knn_query(row, kk)[0],
+                                     lambda: index.set_num_threads(1), rows, k, truth)}
     index.init_index(max_elements=n, M=args.m, ef_construction=args.ef_construction,
                      random_seed=100)
     index.set_num_threads(args.threads)
@@ -144,7 +170,7 @@ def run_hnswlib(args, n, dim, k, vectors, queries, truth, rows):
     log(f"hnswlib: built {n} in {build_s:.2f} s")
 
     with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "index.bin")
+        path = saved if args.save else os.path.join(folder, "index.bin")
         index.save_index(path)
         index_bytes = os.path.getsize(path)
 
@@ -179,6 +205,15 @@ def run_hnswlib(args, n, dim, k, vectors, queries, truth, rows):
 def run_faiss_hnsw(args, n, dim, k, vectors, queries, truth, rows):
     import faiss
 
+    saved = os.path.join(args.dir, "faiss_hnsw.index")
+    if args.search_only:
+        index = faiss.read_index(saved)
+
+        def set_ef(ef):
+            index.hnsw.efSearch = ef
+
+        return {"search": sweep_only(args, set_ef, lambda row, kk: index.search(row, kk)[1],
+                                     lambda: faiss.omp_set_num_threads(1), rows, k, truth)}
     faiss.omp_set_num_threads(args.threads)
     index = faiss.IndexHNSWFlat(dim, args.m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = args.ef_construction
@@ -187,6 +222,8 @@ def run_faiss_hnsw(args, n, dim, k, vectors, queries, truth, rows):
     build_s = time.perf_counter() - start
     log(f"faiss_hnsw: built {n} in {build_s:.2f} s")
     index_bytes = int(faiss.serialize_index(index).nbytes)
+    if args.save:
+        faiss.write_index(index, saved)
 
     warm = rows[: args.warmup]
     search_one = lambda row, kk: index.search(row, kk)[1]  # noqa: E731
@@ -275,6 +312,11 @@ def parse_args(argv):
     parser.add_argument("--skip-hnswlib", action="store_true")
     parser.add_argument("--skip-faiss-hnsw", action="store_true")
     parser.add_argument("--skip-faiss-flat", action="store_true")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--save", action="store_true",
+                      help="keep the built HNSW indexes in DIR for --search-only rounds")
+    mode.add_argument("--search-only", action="store_true",
+                      help="read the indexes --save kept and run only the single-query sweep")
     return parser.parse_args(argv)
 
 
@@ -302,7 +344,7 @@ def main(argv):
              ("faiss_hnsw", run_faiss_hnsw, args.skip_faiss_hnsw),
              ("faiss_flat", run_faiss_flat, args.skip_faiss_flat))
     for name, run, skip in peers:
-        if skip:
+        if skip or (args.search_only and name == "faiss_flat"):
             continue
         try:
             result[name] = run(args, n, dim, k, vectors, queries, truth, rows)

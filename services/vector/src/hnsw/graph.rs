@@ -46,6 +46,14 @@ impl Links for Graph {
     }
 }
 
+/// `bytes` (a whole number of values, any alignment) as values, in a
+/// buffer on huge pages: searches read it at random.
+fn huge_copy<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    let mut out = crate::simd::huge_zeroed::<T>(bytes.len() / std::mem::size_of::<T>());
+    bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(bytes);
+    out
+}
+
 impl Graph {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn freeze(
@@ -61,7 +69,7 @@ impl Graph {
     ) -> Self {
         let stride0 = 1 + 2 * params.m;
         let stride = 1 + params.m;
-        let mut base = vec![0u32; base_lists.len() * stride0];
+        let mut base = crate::simd::huge_zeroed::<u32>(base_lists.len() * stride0);
         for (block, list) in base.chunks_exact_mut(stride0).zip(base_lists) {
             block[0] = list.len() as u32;
             block[1..=list.len()].copy_from_slice(list);
@@ -247,11 +255,10 @@ impl Graph {
         };
         let levels = take(Some(n))?.to_vec();
         take(Some(pad))?;
-        let base: Vec<u32> = bytemuck::pod_collect_to_vec(take(n.checked_mul(stride0 * 4))?);
+        let base: Vec<u32> = huge_copy(take(n.checked_mul(stride0 * 4))?);
         let upper_offsets: Vec<u32> = bytemuck::pod_collect_to_vec(take(n.checked_mul(4))?);
         let upper: Vec<u32> = bytemuck::pod_collect_to_vec(take(upper_len.checked_mul(4))?);
-        let vectors: Vec<f32> =
-            bytemuck::pod_collect_to_vec(take(n.checked_mul(dim).and_then(|v| v.checked_mul(4)))?);
+        let vectors: Vec<f32> = huge_copy(take(n.checked_mul(dim).and_then(|v| v.checked_mul(4)))?);
         if at != bytes.len() {
             return Err(GraphFormatError("longer than its header says"));
         }

@@ -247,6 +247,7 @@ pub fn clustered_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Ve
     let basis: Vec<f32> = (0..subspace * dim).map(|_| gauss()).collect();
     let centers: Vec<f32> = (0..clusters * subspace).map(|_| gauss() * 3.0).collect();
     let mut out = Vec::with_capacity(n * dim);
+    crate::simd::advise_huge_pages(out.spare_capacity_mut());
     for i in 0..n {
         let c = i % clusters.max(1);
         let coords: Vec<f32> = (0..subspace)
