@@ -99,6 +99,12 @@ impl<'a> Rows<'a> {
 /// of `f` (under the node's lock while building, as hnswlib does).
 pub(crate) trait Links {
     fn with_neighbors<R>(&self, node: u32, level: usize, f: impl FnOnce(&[u32]) -> R) -> R;
+
+    /// Asks the CPU to start loading `node`'s list on `level`: the search
+    /// calls it for the candidate it will expand next, as hnswlib does, so
+    /// the list is in cache when its turn comes. Nothing by default.
+    #[inline]
+    fn prefetch_neighbors(&self, _node: u32, _level: usize) {}
 }
 
 /// Greedy walk on one upper layer: moves to a nearer neighbour until none is.
@@ -181,6 +187,9 @@ pub(crate) fn search_layer<L: Links>(
                 }
             }
         });
+        if let Some(Reverse(next)) = scratch.candidates.peek() {
+            links.prefetch_neighbors(next.id, level);
+        }
     }
 }
 
