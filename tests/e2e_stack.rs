@@ -284,6 +284,12 @@ impl Cli {
                 "candidates-idx",
                 "--k",
                 "5",
+                // The whole graph (300 rows): the check is that the row is
+                // indexed beside its own id and text, not HNSW's recall,
+                // which on 300 clustered 4-d points built by two racing
+                // threads can miss a row at the default ef (seen once in CI).
+                "--ef-search",
+                "300",
                 "--vector",
                 &vector,
                 "--output",
