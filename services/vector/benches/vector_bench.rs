@@ -25,7 +25,9 @@
 //! `LAKEHOUSE_BENCH_QUERIES` (1000), `LAKEHOUSE_BENCH_THREADS` (available
 //! cores), `LAKEHOUSE_BENCH_SKIP_PEERS=1`, `LAKEHOUSE_BENCH_SKIP_SERVER=1`,
 //! `LAKEHOUSE_BENCH_PYTHON` (python3), `LAKEHOUSE_BIN`
-//! (target/release/lakehouse).
+//! (target/release/lakehouse), `LAKEHOUSE_BENCH_LOAD_ROUNDS` (0: embedding
+//! loads through the server, each timed, before the build) and
+//! `LAKEHOUSE_BENCH_LOAD_ONLY=1` (only those rounds, 5 by default).
 
 // The bench uses a few of the crate's dependencies, not all of them.
 #![allow(unused_crate_dependencies)]
@@ -52,6 +54,8 @@ use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 use serde_json::Value;
 
+#[path = "vector_bench_parts/load.rs"]
+mod load;
 #[path = "vector_bench_parts/trials.rs"]
 mod trials;
 
@@ -87,6 +91,10 @@ struct Settings {
     skip_trials: bool,
     /// Alternating single-query rounds of ours and the peers.
     rounds: usize,
+    /// Embedding loads through the server before the build, each timed.
+    load_rounds: usize,
+    /// Only the load rounds: no in-process part, peers, build or searches.
+    load_only: bool,
     python: String,
     binary: PathBuf,
 }
@@ -123,6 +131,11 @@ impl Settings {
             skip_server: env_flag("LAKEHOUSE_BENCH_SKIP_SERVER"),
             skip_trials: env_flag("LAKEHOUSE_BENCH_SKIP_TRIALS"),
             rounds: env_usize("LAKEHOUSE_BENCH_ROUNDS", 5).max(1),
+            load_only: env_flag("LAKEHOUSE_BENCH_LOAD_ONLY"),
+            load_rounds: env_usize(
+                "LAKEHOUSE_BENCH_LOAD_ROUNDS",
+                if env_flag("LAKEHOUSE_BENCH_LOAD_ONLY") { 5 } else { 0 },
+            ),
             python: std::env::var("LAKEHOUSE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into()),
             binary: std::env::var_os("LAKEHOUSE_BIN")
                 .map(PathBuf::from)
@@ -345,6 +358,16 @@ fn main() {
         started.elapsed().as_secs_f64(),
         mib((vectors.len() * 4) as u64)
     );
+
+    if s.load_only {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the tokio runtime starts");
+        runtime.block_on(through_server(s, &vectors, &queries, &[]));
+        return;
+    }
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(s.threads)
@@ -1284,6 +1307,26 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
         report.file_changes.len(),
         report.problems.len()
     );
+
+    if s.load_rounds > 0 {
+        let config = pb::HnswConfig {
+            m: M as u32,
+            ef_construction: EF_CONSTRUCTION as u32,
+            ..Default::default()
+        };
+        let rounds = load::rounds(&mut vector, DATASET, config, s.load_rounds, &server.log).await;
+        let mut ms = rounds;
+        ms.sort_unstable();
+        println!(
+            "embedding load over {} rounds: best {} ms, median {} ms",
+            ms.len(),
+            ms[0],
+            ms[ms.len() / 2]
+        );
+        if s.load_only {
+            return out;
+        }
+    }
 
     // CreateIndex, consuming the stream until `finished`.
     let started = Instant::now();

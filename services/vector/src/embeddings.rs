@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 /// pause, so it is kept to ~25 MB of 768-d vectors (~50 ms), and the task
 /// yields between batches: in `serve all` the storage calls that feed the
 /// other slices run on the same workers.
-const BATCH_ROWS: usize = 8_192;
+const BATCH_ROWS: usize = 1_024;
 /// A row group of at least twice this many rows is decoded as several row
 /// slices at once.
 const SLICE_MIN_ROWS: u64 = 16_384;
@@ -106,6 +106,52 @@ struct Part {
     first_row: u64,
 }
 
+/// The load's one buffer, when every file's vector column has the same
+/// fixed size (FixedSizeList): each slice copies its rows straight to their
+/// place, so there is no buffer per slice and nothing to gather after.
+/// Slices hold the lock only to copy a checked batch (~3 MB).
+#[derive(Debug, Clone)]
+struct Destination {
+    buffer: Arc<parking_lot::Mutex<Vec<f32>>>,
+    dim: usize,
+}
+
+impl Destination {
+    /// A zeroed buffer for `rows` vectors of `dim`, on huge pages; `None`
+    /// when the footers' row count cannot be a buffer on this machine.
+    fn new(rows: u64, dim: usize) -> Option<Self> {
+        let len = usize::try_from(rows).ok()?.checked_mul(dim)?;
+        len.checked_mul(std::mem::size_of::<f32>())
+            .filter(|&bytes| bytes <= isize::MAX as usize)?;
+        // Zeroed by the allocator (calloc): no page is touched before the
+        // advice, so the slices' copies fault huge pages in.
+        let buffer = vec![0f32; len];
+        crate::simd::advise_huge_pages(&buffer);
+        Some(Self {
+            buffer: Arc::new(parking_lot::Mutex::new(buffer)),
+            dim,
+        })
+    }
+}
+
+/// The dimension every file's vector column fixes in its schema
+/// (FixedSizeList of numbers, one size everywhere), if it does.
+fn fixed_dimension(spec: &LoadSpec, metas: &[(DataFile, ArrowReaderMetadata)]) -> Option<usize> {
+    let mut dim = None;
+    for (_, meta) in metas {
+        let field = meta.schema().field_with_name(&spec.vector_column).ok()?;
+        let DataType::FixedSizeList(item, size) = field.data_type() else {
+            return None;
+        };
+        let numeric = item.data_type().is_floating() || item.data_type().is_integer();
+        let size = usize::try_from(*size).ok().filter(|&s| s > 0 && numeric)?;
+        if *dim.get_or_insert(size) != size {
+            return None;
+        }
+    }
+    dim
+}
+
 /// Loads `files` per `spec`; `rows_loaded` counts progress.
 pub async fn load(
     store: Arc<dyn ObjectStore>,
@@ -114,23 +160,36 @@ pub async fn load(
     rows_loaded: Arc<AtomicU64>,
 ) -> Result<Embeddings> {
     let started = Instant::now();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     // Footers first (one ranged read each), to number rows and split work.
     let metas = futures::stream::iter(files.iter().cloned())
         .map(|file| {
             let store = store.clone();
             async move {
                 let mut reader = reader(store, &file)?;
-                // The offset index, where the writer kept one (parquet-rs
-                // does, pyarrow does not by default), lets each row slice
-                // fetch only its own pages.
-                let options =
-                    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-                let meta = ArrowReaderMetadata::load_async(&mut reader, options)
+                let parquet_error = |source| Error::Parquet {
+                    key: file.key.clone(),
+                    source,
+                };
+                let mut meta = ArrowReaderMetadata::load_async(&mut reader, Default::default())
                     .await
-                    .map_err(|source| Error::Parquet {
-                        key: file.key.clone(),
-                        source,
-                    })?;
+                    .map_err(parquet_error)?;
+                let sliced = meta
+                    .metadata()
+                    .row_groups()
+                    .iter()
+                    .any(|group| row_slices(group.num_rows().max(0) as u64, cores).len() > 1);
+                if sliced {
+                    // The offset index, where the writer kept one (parquet-rs
+                    // does, pyarrow does not by default), lets each row slice
+                    // fetch only its own pages. Only files with a row group
+                    // large enough to slice pay for reading it.
+                    let options = ArrowReaderOptions::new()
+                        .with_page_index_policy(PageIndexPolicy::Optional);
+                    meta = ArrowReaderMetadata::load_async(&mut reader, options)
+                        .await
+                        .map_err(parquet_error)?;
+                }
                 Ok::<_, Error>((file, meta))
             }
         })
@@ -138,7 +197,13 @@ pub async fn load(
         .try_collect::<Vec<_>>()
         .await?;
 
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let footer_rows: u64 = metas
+        .iter()
+        .flat_map(|(_, meta)| meta.metadata().row_groups())
+        .map(|group| group.num_rows().max(0) as u64)
+        .sum();
+    let destination =
+        fixed_dimension(spec, &metas).and_then(|dim| Destination::new(footer_rows, dim));
     let mut tasks = Vec::new();
     let mut first_row = 0u64;
     let mut schema = None;
@@ -163,6 +228,7 @@ pub async fn load(
                         indices.clone(),
                         spec.clone(),
                         first_row + slice.start,
+                        destination.clone(),
                         rows_loaded.clone(),
                     )
                     .in_current_span(),
@@ -175,8 +241,20 @@ pub async fn load(
     }
     let slices = tasks.len();
     let mut parts = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        parts.push(task.await.map_err(|_| Error::Task("embedding load"))??);
+    for i in 0..tasks.len() {
+        let outcome = (&mut tasks[i])
+            .await
+            .map_err(|_| Error::Task("embedding load"))
+            .and_then(|part| part);
+        match outcome {
+            Ok(part) => parts.push(part),
+            Err(error) => {
+                // The first failing slice in row order names the error; the
+                // slices after it stop instead of decoding for nothing.
+                tasks[i + 1..].iter().for_each(|task| task.abort());
+                return Err(error);
+            }
+        }
     }
     let decoded = started.elapsed();
 
@@ -207,9 +285,15 @@ pub async fn load(
         slices_vectors.push(part.vectors);
         batches.extend(part.batches);
     }
-    let vectors = tokio::task::spawn_blocking(move || gather(slices_vectors))
-        .await
-        .map_err(|_| Error::Task("embedding gather"))?;
+    let vectors = match destination {
+        // Every task has finished, so the buffer is no longer shared.
+        Some(destination) => Arc::try_unwrap(destination.buffer)
+            .map_err(|_| Error::Task("embedding load: buffer still shared"))?
+            .into_inner(),
+        None => tokio::task::spawn_blocking(move || gather(slices_vectors))
+            .await
+            .map_err(|_| Error::Task("embedding gather"))?,
+    };
     let rows = match batches.first() {
         Some(first) => {
             arrow::compute::concat_batches(&first.schema(), &batches).map_err(|source| {
@@ -447,6 +531,7 @@ async fn load_slice(
     mut indices: Vec<usize>,
     spec: LoadSpec,
     first_row: u64,
+    destination: Option<Destination>,
     rows_loaded: Arc<AtomicU64>,
 ) -> Result<Part> {
     let parquet_error = |source| Error::Parquet {
@@ -480,8 +565,8 @@ async fn load_slice(
         let Some(column) = batch.column_by_name(&spec.vector_column) else {
             return Err(Error::Task("embedding load: projected column missing"));
         };
-        append_vectors(&spec, column, row, &mut part)?;
-        if let Some(dim) = part.dim {
+        append_vectors(&spec, column, row, &mut part, destination.as_ref())?;
+        if let (Some(dim), None) = (part.dim, &destination) {
             // The whole slice at once, once the first batch told the
             // dimensions: no regrowth (each would copy what was decoded).
             part.vectors.reserve(
@@ -547,6 +632,7 @@ fn append_vectors(
     column: &ArrayRef,
     first_row: u64,
     part: &mut Part,
+    destination: Option<&Destination>,
 ) -> Result<()> {
     let type_error = || Error::ColumnType {
         dataset: spec.dataset.clone(),
@@ -588,6 +674,19 @@ fn append_vectors(
                 return Err(bad_row(spec, first_row, "a vector has a null component"));
             }
             check_dim(spec, part, size, first_row)?;
+            if let Some(destination) = destination {
+                if destination.dim != size {
+                    return Err(bad_row(
+                        spec,
+                        first_row,
+                        format!(
+                            "vector has {size} dimensions, the other files' schemas say {}",
+                            destination.dim
+                        ),
+                    ));
+                }
+                return write_rows(spec, slice, size, first_row, destination);
+            }
             part.vectors.extend_from_slice(slice);
         }
         DataType::List(field) if field.data_type() == &DataType::Float32 => {
@@ -621,24 +720,74 @@ fn append_vectors(
         return Err(bad_row(spec, first_row, "vector is empty"));
     }
     for (i, row) in part.vectors[start..].chunks_exact_mut(dim).enumerate() {
-        let row_number = first_row + i as u64;
-        if let Some(c) = row.iter().position(|v| !v.is_finite()) {
-            return Err(bad_row(
-                spec,
-                row_number,
-                format!("component {c} is {}", row[c]),
-            ));
-        }
+        let norm = checked_norm(spec, row, first_row + i as u64)?;
         if spec.normalize {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            if norm == 0.0 {
-                return Err(bad_row(
-                    spec,
-                    row_number,
-                    "vector is all zeros, which has no cosine direction",
-                ));
-            }
             row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    Ok(())
+}
+
+/// Checks a row's components and returns the length it is divided by:
+/// its norm when `spec` normalises (never 0), else 1.
+fn checked_norm(spec: &LoadSpec, row: &[f32], row_number: u64) -> Result<f32> {
+    if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+        return Err(bad_row(
+            spec,
+            row_number,
+            format!("component {c} is {}", row[c]),
+        ));
+    }
+    if !spec.normalize {
+        return Ok(1.0);
+    }
+    let norm = crate::Metric::norm(row);
+    if norm == 0.0 {
+        return Err(bad_row(
+            spec,
+            row_number,
+            "vector is all zeros, which has no cosine direction",
+        ));
+    }
+    Ok(norm)
+}
+
+/// Checks `values` (whole rows of `dim`, the first at `first_row`) and
+/// writes them, normalised when asked, at their place in the one buffer.
+/// Checked before the lock: a bad row writes nothing, and the lock covers
+/// only the copy.
+fn write_rows(
+    spec: &LoadSpec,
+    values: &[f32],
+    dim: usize,
+    first_row: u64,
+    destination: &Destination,
+) -> Result<()> {
+    let norms = values
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(i, row)| checked_norm(spec, row, first_row + i as u64))
+        .collect::<Result<Vec<f32>>>()?;
+    let start = usize::try_from(first_row)
+        .ok()
+        .and_then(|row| row.checked_mul(dim));
+    let mut buffer = destination.buffer.lock();
+    let Some(out) = start.and_then(|s| buffer.get_mut(s..s.checked_add(values.len())?)) else {
+        return Err(bad_row(
+            spec,
+            first_row,
+            "the file holds more rows than its footer counts",
+        ));
+    };
+    for ((out, row), norm) in out
+        .chunks_exact_mut(dim)
+        .zip(values.chunks_exact(dim))
+        .zip(norms)
+    {
+        if spec.normalize {
+            out.iter_mut().zip(row).for_each(|(o, v)| *o = v / norm);
+        } else {
+            out.copy_from_slice(row);
         }
     }
     Ok(())
@@ -762,7 +911,7 @@ mod tests {
         floats.append(true);
         let column: ArrayRef = Arc::new(floats.finish());
         let mut loaded = part();
-        append_vectors(&spec(), &column, 0, &mut loaded).expect("float64 lists load");
+        append_vectors(&spec(), &column, 0, &mut loaded, None).expect("float64 lists load");
         assert_eq!(loaded.vectors, vec![1.0, 0.5, 0.25, -2.0]);
         assert_eq!(loaded.dim, Some(2));
 
@@ -771,14 +920,14 @@ mod tests {
         ints.append(true);
         let column: ArrayRef = Arc::new(ints.finish());
         let mut loaded = part();
-        append_vectors(&spec(), &column, 0, &mut loaded).expect("int64 lists load");
+        append_vectors(&spec(), &column, 0, &mut loaded, None).expect("int64 lists load");
         assert_eq!(loaded.vectors, vec![1.0, 0.0]);
 
         let mut huge = ListBuilder::new(Float64Builder::new());
         huge.values().append_slice(&[1.0, 1e300]);
         huge.append(true);
         let column: ArrayRef = Arc::new(huge.finish());
-        let error = append_vectors(&spec(), &column, 7, &mut part()).expect_err("overflows f32");
+        let error = append_vectors(&spec(), &column, 7, &mut part(), None).expect_err("overflows f32");
         assert!(matches!(error, Error::BadRow { row: 7, .. }), "{error:?}");
     }
 }

@@ -34,6 +34,13 @@ impl Metric {
         self == Self::Cosine
     }
 
+    /// Euclidean length of `v`, with the SIMD kernel: stored vectors and
+    /// queries are normalised by this one function, so a query equal to a
+    /// stored row normalises to the same bits.
+    pub fn norm(v: &[f32]) -> f32 {
+        simd::dot(v, v).sqrt()
+    }
+
     /// Lowercase name, for messages.
     pub fn name(self) -> &'static str {
         match self {

@@ -223,7 +223,7 @@ pub fn prepare_vector(index: &str, dim: usize, metric: Metric, vector: &mut [f32
         ));
     }
     if metric.normalizes() {
-        let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let norm = Metric::norm(vector);
         if norm == 0.0 {
             return Err(Error::invalid(
                 "vector",
