@@ -35,6 +35,8 @@ use crate::error::{Error, Result};
 /// yields between batches: in `serve all` the storage calls that feed the
 /// other slices run on the same workers.
 const BATCH_ROWS: usize = 1_024;
+/// Tasks fetching at once (see `FetchOrder`).
+const FETCHES_AHEAD: usize = 2;
 /// A row group of at least twice this many rows is decoded as several row
 /// slices at once.
 const SLICE_MIN_ROWS: u64 = 16_384;
@@ -204,6 +206,7 @@ pub async fn load(
         .sum();
     let destination =
         fixed_dimension(spec, &metas).and_then(|dim| Destination::new(footer_rows, dim));
+    let order = FetchOrder::new(FETCHES_AHEAD);
     let mut tasks = Vec::new();
     let mut first_row = 0u64;
     let mut schema = None;
@@ -217,7 +220,9 @@ pub async fn load(
             for slice in row_slices(rows, cores) {
                 let task = tokio::spawn(
                     load_slice(
-                        reader(store.clone(), &file)?.sharing(shared.clone()),
+                        reader(store.clone(), &file)?
+                            .sharing(shared.clone())
+                            .in_turn(order.ticket(tasks.len())),
                         file.clone(),
                         meta.clone(),
                         RowGroupSlice {
@@ -371,6 +376,7 @@ fn reader(store: Arc<dyn ObjectStore>, file: &DataFile) -> Result<StorageReader>
         path,
         size: file.size,
         shared: None,
+        turn: None,
     })
 }
 
@@ -414,11 +420,17 @@ struct StorageReader {
     path: Path,
     size: u64,
     shared: Option<Arc<SharedRanges>>,
+    turn: Option<Arc<Ticket>>,
 }
 
 impl StorageReader {
     fn sharing(mut self, shared: Arc<SharedRanges>) -> Self {
         self.shared = Some(shared);
+        self
+    }
+
+    fn in_turn(mut self, ticket: Ticket) -> Self {
+        self.turn = Some(Arc::new(ticket));
         self
     }
 
@@ -435,6 +447,79 @@ impl StorageReader {
                     .shared()
             })
             .clone()
+    }
+}
+
+impl StorageReader {
+    /// `ranges`, through the shared fetches when the reader has them.
+    async fn fetch_ranges(
+        &self,
+        ranges: Vec<Range<u64>>,
+    ) -> parquet::errors::Result<Vec<Bytes>> {
+        let Some(shared) = self.shared.clone() else {
+            return self
+                .store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_io);
+        };
+        let fetches = ranges
+            .into_iter()
+            .map(|range| self.shared_range(&shared, range));
+        futures::future::try_join_all(fetches)
+            .await
+            .map_err(|error| parquet::errors::ParquetError::External(Box::new(error)))
+    }
+}
+
+/// Tasks fetch in task order, at most `ahead` at once. All fetching at once
+/// makes every task wait for nearly all the bytes before any decodes (a
+/// row group's pages arrive together); in turn, the first tasks decode
+/// while the later ones fetch.
+#[derive(Debug, Clone)]
+struct FetchOrder {
+    /// How many tickets have been spent (their fetch done, or dropped).
+    spent: Arc<tokio::sync::watch::Sender<usize>>,
+    ahead: usize,
+}
+
+impl FetchOrder {
+    fn new(ahead: usize) -> Self {
+        Self {
+            spent: Arc::new(tokio::sync::watch::Sender::new(0)),
+            ahead: ahead.max(1),
+        }
+    }
+
+    /// The ticket of task `index`.
+    fn ticket(&self, index: usize) -> Ticket {
+        Ticket {
+            order: self.clone(),
+            index,
+        }
+    }
+}
+
+/// A task's place in the fetch order; dropping it (fetch done, or the task
+/// ended without fetching) lets the next task go, so none waits forever.
+#[derive(Debug)]
+struct Ticket {
+    order: FetchOrder,
+    index: usize,
+}
+
+impl Ticket {
+    async fn wait(&self) {
+        let admitted = self.index.saturating_sub(self.order.ahead - 1);
+        let mut spent = self.order.spent.subscribe();
+        // The sender lives in this ticket's order, so it cannot close.
+        let _ = spent.wait_for(|&n| n >= admitted).await;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.order.spent.send_modify(|n| *n += 1);
     }
 }
 
@@ -461,19 +546,15 @@ impl AsyncFileReader for StorageReader {
         ranges: Vec<std::ops::Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         async move {
-            let Some(shared) = self.shared.clone() else {
-                return self
-                    .store
-                    .get_ranges(&self.path, &ranges)
-                    .await
-                    .map_err(parquet_io);
-            };
-            let fetches = ranges
-                .into_iter()
-                .map(|range| self.shared_range(&shared, range));
-            futures::future::try_join_all(fetches)
-                .await
-                .map_err(|error| parquet::errors::ParquetError::External(Box::new(error)))
+            // A task's first fetch waits for its turn (see `FetchOrder`);
+            // its ticket is spent once that fetch is done.
+            if let Some(turn) = self.turn.take() {
+                turn.wait().await;
+                let fetched = self.fetch_ranges(ranges).await;
+                drop(turn);
+                return fetched;
+            }
+            self.fetch_ranges(ranges).await
         }
         .boxed()
     }
