@@ -134,7 +134,11 @@ impl Settings {
             load_only: env_flag("LAKEHOUSE_BENCH_LOAD_ONLY"),
             load_rounds: env_usize(
                 "LAKEHOUSE_BENCH_LOAD_ROUNDS",
-                if env_flag("LAKEHOUSE_BENCH_LOAD_ONLY") { 5 } else { 0 },
+                if env_flag("LAKEHOUSE_BENCH_LOAD_ONLY") {
+                    5
+                } else {
+                    0
+                },
             ),
             python: std::env::var("LAKEHOUSE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into()),
             binary: std::env::var_os("LAKEHOUSE_BIN")
@@ -1312,10 +1316,8 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
         let config = pb::HnswConfig {
             m: M as u32,
             ef_construction: EF_CONSTRUCTION as u32,
-            ..Default::default()
         };
-        let rounds = load::rounds(&mut vector, DATASET, config, s.load_rounds, &server.log).await;
-        let mut ms = rounds;
+        let mut ms = load::rounds(&mut vector, DATASET, config, s.load_rounds, &server.log).await;
         ms.sort_unstable();
         println!(
             "embedding load over {} rounds: best {} ms, median {} ms",

@@ -186,8 +186,8 @@ pub async fn load(
                     // does, pyarrow does not by default), lets each row slice
                     // fetch only its own pages. Only files with a row group
                     // large enough to slice pay for reading it.
-                    let options = ArrowReaderOptions::new()
-                        .with_page_index_policy(PageIndexPolicy::Optional);
+                    let options =
+                        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
                     meta = ArrowReaderMetadata::load_async(&mut reader, options)
                         .await
                         .map_err(parquet_error)?;
@@ -452,10 +452,7 @@ impl StorageReader {
 
 impl StorageReader {
     /// `ranges`, through the shared fetches when the reader has them.
-    async fn fetch_ranges(
-        &self,
-        ranges: Vec<Range<u64>>,
-    ) -> parquet::errors::Result<Vec<Bytes>> {
+    async fn fetch_ranges(&self, ranges: Vec<Range<u64>>) -> parquet::errors::Result<Vec<Bytes>> {
         let Some(shared) = self.shared.clone() else {
             return self
                 .store
@@ -1008,7 +1005,8 @@ mod tests {
         huge.values().append_slice(&[1.0, 1e300]);
         huge.append(true);
         let column: ArrayRef = Arc::new(huge.finish());
-        let error = append_vectors(&spec(), &column, 7, &mut part(), None).expect_err("overflows f32");
+        let error =
+            append_vectors(&spec(), &column, 7, &mut part(), None).expect_err("overflows f32");
         assert!(matches!(error, Error::BadRow { row: 7, .. }), "{error:?}");
     }
 }
@@ -1034,6 +1032,31 @@ mod slice_tests {
         assert_eq!(slices.last().map(|r| r.end), Some(100_000));
         assert!(slices.windows(2).all(|w| w[0].end == w[1].start));
         assert!(row_slices(0, 2).is_empty());
+    }
+
+    /// Task k fetches once at most `ahead` tasks before it have not
+    /// finished theirs; a ticket dropped without a fetch lets the next go.
+    #[tokio::test]
+    async fn tasks_fetch_in_turn() {
+        let order = FetchOrder::new(1);
+        let (first, second, third) = (order.ticket(0), order.ticket(1), order.ticket(2));
+        async fn waits(ticket: &Ticket) -> bool {
+            tokio::time::timeout(std::time::Duration::from_millis(20), ticket.wait())
+                .await
+                .is_ok()
+        }
+        assert!(waits(&first).await, "the first task goes at once");
+        assert!(!waits(&second).await, "the second waits for the first");
+        drop(first);
+        assert!(waits(&second).await, "the first is done: the second goes");
+        assert!(!waits(&third).await, "the third waits for the second");
+        drop(second);
+        assert!(waits(&third).await);
+
+        let order = FetchOrder::new(2);
+        let tickets: Vec<Ticket> = (0..3).map(|i| order.ticket(i)).collect();
+        assert!(waits(&tickets[1]).await, "two fetch at once");
+        assert!(!waits(&tickets[2]).await, "not three");
     }
 
     /// One row group of ~49K rows (pyarrow's shape for a small dataset),

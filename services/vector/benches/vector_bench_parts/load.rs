@@ -93,7 +93,13 @@ pub async fn rounds(
             .lines()
             .filter(|l| l.contains("embeddings loaded"))
             .nth(round)
-            .map(|l| l.split("embeddings loaded").nth(1).unwrap_or(l).trim().to_owned())
+            .map(|l| {
+                l.split("embeddings loaded")
+                    .nth(1)
+                    .unwrap_or(l)
+                    .trim()
+                    .to_owned()
+            })
             .unwrap_or_default();
         println!("load round {}: {load_ms} ms; server: {log_line}", round + 1);
         out.push(load_ms);
