@@ -155,7 +155,7 @@ impl Settings {
     fn reproduce(&self) -> String {
         format!(
             "cargo build --release -p lakehouse && LAKEHOUSE_BENCH_N={} LAKEHOUSE_BENCH_DIM={} \
-             LAKEHOUSE_BENCH_QUERIES={} LAKEHOUSE_BENCH_THREADS={} LAKEHOUSE_BENCH_ROUNDS={}{}{} \
+             LAKEHOUSE_BENCH_QUERIES={} LAKEHOUSE_BENCH_THREADS={} LAKEHOUSE_BENCH_ROUNDS={}{}{}{}{} \
              cargo bench -p lakehouse-vector --bench vector_bench",
             self.n,
             self.dim,
@@ -171,6 +171,17 @@ impl Settings {
                 " LAKEHOUSE_BENCH_SKIP_SERVER=1"
             } else {
                 ""
+            },
+            if self.skip_trials {
+                " LAKEHOUSE_BENCH_SKIP_TRIALS=1"
+            } else {
+                ""
+            },
+            match (self.load_only, self.load_rounds) {
+                (true, n) =>
+                    format!(" LAKEHOUSE_BENCH_LOAD_ONLY=1 LAKEHOUSE_BENCH_LOAD_ROUNDS={n}"),
+                (false, 0) => String::new(),
+                (false, n) => format!(" LAKEHOUSE_BENCH_LOAD_ROUNDS={n}"),
             },
         )
     }
