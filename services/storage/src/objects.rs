@@ -19,7 +19,6 @@ use object_store::{
     GetOptions, GetRange, GetResult, GetResultPayload, ObjectMeta, ObjectStoreExt as _, PutMode,
     PutPayload, WriteMultipart,
 };
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::journal::{ErrorJournal, ErrorRecord};
 use crate::keys::{validate_key, validate_prefix};
@@ -32,8 +31,11 @@ const SINGLE_PUT_MAX: usize = 8 * 1024 * 1024;
 const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploading at once; with PART_SIZE this bounds upload memory.
 const PARTS_IN_FLIGHT: usize = 4;
-/// Size of the data messages a download is cut into.
-pub const CHUNK_SIZE: usize = 1024 * 1024;
+/// Size of the data messages a download is cut into. 2 MiB, so a Parquet
+/// page range (writers close pages just past 1 MiB) arrives as one message
+/// that the reader uses as is, instead of two it must copy into one buffer;
+/// still under grpcurl's 4 MiB receive limit.
+pub const CHUNK_SIZE: usize = 2 * 1024 * 1024;
 
 /// How an upload is written.
 #[derive(Debug, Clone, Copy, Default)]
@@ -664,53 +666,57 @@ fn into_chunks(
     };
     match result.payload {
         GetResultPayload::File(file, path) => {
-            let state = (
-                Some(tokio::fs::File::from_std(file)),
-                range.start,
-                range.end,
-                path,
-            );
-            futures::stream::try_unfold(state, move |(file, pos, end, path)| {
-                let backend_error = backend_error.clone();
+            // Each chunk is one positioned read (pread) on a blocking thread,
+            // straight into the chunk's buffer: no seek, and no copy through
+            // an intermediate buffer as `tokio::fs::File` makes.
+            let file = std::sync::Arc::new(file);
+            futures::stream::try_unfold(range.start, move |pos| {
+                let (file, path, backend_error) =
+                    (file.clone(), path.clone(), backend_error.clone());
                 async move {
-                    let Some(mut file) = file else {
-                        return Ok(None);
-                    };
-                    if pos >= end {
+                    if pos >= range.end {
                         return Ok(None);
                     }
-                    let io_error = |e: std::io::Error| {
-                        backend_error(object_store::Error::Generic {
-                            store: "LocalFileSystem",
-                            source: Box::new(e),
-                        })
-                    };
-                    file.seek(std::io::SeekFrom::Start(pos))
-                        .await
-                        .map_err(io_error)?;
-                    let want = usize::try_from(end - pos)
+                    let want = usize::try_from(range.end - pos)
                         .unwrap_or(CHUNK_SIZE)
                         .min(CHUNK_SIZE);
-                    let mut buf = BytesMut::zeroed(want);
-                    let mut filled = 0;
-                    while filled < want {
-                        let n = file.read(&mut buf[filled..]).await.map_err(io_error)?;
-                        if n == 0 {
-                            return Err(io_error(std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                format!("{} ended early", path.display()),
-                            )));
-                        }
-                        filled += n;
-                    }
-                    let next = pos + want as u64;
-                    Ok(Some((buf.freeze(), (Some(file), next, end, path))))
+                    let read = tokio::task::spawn_blocking(move || {
+                        let mut buf = BytesMut::zeroed(want);
+                        read_exact_at(&file, &mut buf, pos).map(|()| buf.freeze())
+                    })
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the read task panicked")));
+                    let bytes = read.map_err(|e| {
+                        backend_error(object_store::Error::Generic {
+                            store: "LocalFileSystem",
+                            source: Box::new(std::io::Error::new(
+                                e.kind(),
+                                format!("{}: {e}", path.display()),
+                            )),
+                        })
+                    })?;
+                    Ok(Some((bytes, pos + want as u64)))
                 }
             })
             .boxed()
         }
         GetResultPayload::Stream(stream) => rechunk(stream.map_err(backend_error)).boxed(),
     }
+}
+
+/// Fills `buf` from `file` at `offset`; a file shorter than that is an
+/// `UnexpectedEof` error.
+#[cfg(unix)]
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _};
+    let mut file = file;
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    file.read_exact(buf)
 }
 
 fn rechunk<S>(stream: S) -> impl Stream<Item = Result<Bytes>> + Send
