@@ -496,6 +496,7 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
             });
         }
         IndexCommand::Ls => {
+            let mut table = Table::new(out, &["NAME", "DATASET", "STATE", "VECTORS", "GENERATION"]);
             let mut page_token = String::new();
             loop {
                 let page = client
@@ -506,15 +507,14 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
                     .await?
                     .into_inner();
                 for i in &page.indexes {
-                    print(out, &index_json(i), || {
-                        format!(
-                            "{}\t{}\t{}\t{} vectors\tgeneration {}",
-                            i.name,
-                            i.dataset,
-                            i.state().as_str_name(),
-                            i.vector_count,
-                            i.active_generation
-                        )
+                    table.row(&index_json(i), || {
+                        vec![
+                            i.name.clone(),
+                            i.dataset.clone(),
+                            i.state().as_str_name().to_owned(),
+                            i.vector_count.to_string(),
+                            i.active_generation.to_string(),
+                        ]
                     });
                 }
                 if page.next_page_token.is_empty() {
@@ -522,6 +522,7 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
                 }
                 page_token = page.next_page_token;
             }
+            table.finish();
         }
         IndexCommand::Show { name } => {
             let index = client
@@ -567,12 +568,18 @@ pub async fn search(args: SearchArgs) -> Result<ExitCode> {
         })
         .await?
         .into_inner();
+    let mut table = Table::new(args.target.output, &["ID", "DISTANCE", "TEXT"]);
     for hit in &response.hits {
         let value = json!({"id": hit.id, "distance": hit.distance, "text": hit.text});
-        print(args.target.output, &value, || {
-            format!("{}\t{:.6}\t{}", hit.id, hit.distance, hit.text)
+        table.row(&value, || {
+            vec![
+                hit.id.clone(),
+                format!("{:.6}", hit.distance),
+                hit.text.clone(),
+            ]
         });
     }
+    table.finish();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -27,7 +27,9 @@
 //! `LAKEHOUSE_BENCH_PYTHON` (python3), `LAKEHOUSE_BIN`
 //! (target/release/lakehouse), `LAKEHOUSE_BENCH_LOAD_ROUNDS` (0: embedding
 //! loads through the server, each timed, before the build) and
-//! `LAKEHOUSE_BENCH_LOAD_ONLY=1` (only those rounds, 5 by default).
+//! `LAKEHOUSE_BENCH_LOAD_ONLY=1` (only those rounds, 5 by default),
+//! `LAKEHOUSE_BENCH_NO_OFFSET_INDEX=1` (write the Parquet file without an
+//! offset index, as pyarrow does by default).
 
 // The bench uses a few of the crate's dependencies, not all of them.
 #![allow(unused_crate_dependencies)]
@@ -1195,9 +1197,12 @@ fn write_parquet(path: &Path, vectors: &[f32], dim: usize) -> u64 {
             false,
         ),
     ]));
+    // pyarrow writes no offset index by default; parquet-rs does. Without
+    // one, the loader's row slices share one fetch of each column chunk.
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_offset_index_disabled(env_flag("LAKEHOUSE_BENCH_NO_OFFSET_INDEX"))
         .build();
     let file = std::fs::File::create(path).expect("create the Parquet file");
     let mut writer =
