@@ -142,7 +142,53 @@ async fn build_search_replay_restart_and_bad_input() {
         lakehouse_vector::DEFAULT_EF_SEARCH,
         "resolved, never 0"
     );
-    assert_eq!(index.config.expect("config").m, 16);
+    assert_eq!(index.config.as_ref().expect("config").m, 16);
+
+    // The cache says what it holds, with memory from the real allocation.
+    let stats = client
+        .get_cache_stats(pb::GetCacheStatsRequest {})
+        .await
+        .expect("cache stats")
+        .into_inner();
+    let [entry] = stats.entries.as_slice() else {
+        panic!("one cache entry: {stats:?}");
+    };
+    assert_eq!(
+        (
+            entry.dataset.as_str(),
+            entry.vectors,
+            entry.dimensions,
+            entry.dataset_version,
+            entry.normalized,
+        ),
+        ("docs", 3000, DIM as u32, index.dataset_version, true),
+        "{entry:?}"
+    );
+    assert_eq!(entry.row_columns, ["id", "text", "category"], "{entry:?}");
+    assert!(entry.memory_bytes >= 3000 * DIM as u64 * 4, "{entry:?}");
+    assert_eq!(stats.total_bytes, entry.memory_bytes);
+    assert_eq!((stats.hits, stats.misses), (0, 1), "{stats:?}");
+
+    // EvictCache drops the dataset's vectors; searches use the graph.
+    let evicted = client
+        .evict_cache(pb::EvictCacheRequest {
+            dataset: "docs".into(),
+        })
+        .await
+        .expect("evict")
+        .into_inner();
+    assert!(
+        evicted.evicted_entries >= 1 && evicted.freed_bytes > 0,
+        "{evicted:?}"
+    );
+    let left = client
+        .get_cache_stats(pb::GetCacheStatsRequest {})
+        .await
+        .expect("cache stats")
+        .into_inner();
+    assert!(left.entries.is_empty() && left.total_bytes == 0, "{left:?}");
+    let hits = search(&mut client, "docs-idx", &queries[..DIM], false).await;
+    assert_eq!(hits.len(), 10, "search after eviction");
 
     // The same request id replays the build instead of building again.
     let stream = client

@@ -1017,6 +1017,8 @@ impl Rpc for VectorGrpc {
                 load_ms: e.load_ms,
                 load_time: Some(timestamp(e.load_time)),
                 dataset_version: e.spec.version,
+                normalized: e.spec.normalize,
+                row_columns: e.spec.row_columns.clone(),
             })
             .collect();
         Ok(Response::new(pb::GetCacheStatsResponse {
