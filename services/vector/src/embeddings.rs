@@ -128,15 +128,27 @@ impl Destination {
         let len = usize::try_from(rows).ok()?.checked_mul(dim)?;
         len.checked_mul(std::mem::size_of::<f32>())
             .filter(|&bytes| bytes <= isize::MAX as usize)?;
-        // Zeroed by the allocator (calloc): no page is touched before the
-        // advice, so the slices' copies fault huge pages in.
-        let buffer = vec![0f32; len];
-        crate::simd::advise_huge_pages(&buffer);
         Some(Self {
-            buffer: Arc::new(parking_lot::Mutex::new(buffer)),
+            buffer: Arc::new(parking_lot::Mutex::new(huge_buffer(len))),
             dim,
         })
     }
+}
+
+/// A zeroed buffer of `len` floats for the vectors, on huge pages (builds
+/// and searches read it at random). Zeroed by the allocator (calloc), so no
+/// page is touched before the advice and the first writes fault huge pages
+/// in; `simd::huge_zeroed` writes its zeros, a pass this buffer, about to
+/// be overwritten, does not need.
+fn huge_buffer(len: usize) -> Vec<f32> {
+    let buffer = vec![0f32; len];
+    crate::simd::advise_huge_pages(&buffer);
+    buffer
+}
+
+/// Whether `data_type` is a number a vector component can be read from.
+fn is_number(data_type: &DataType) -> bool {
+    data_type.is_floating() || data_type.is_integer()
 }
 
 /// The dimension every file's vector column fixes in its schema
@@ -148,7 +160,7 @@ fn fixed_dimension(spec: &LoadSpec, metas: &[(DataFile, ArrowReaderMetadata)]) -
         let DataType::FixedSizeList(item, size) = field.data_type() else {
             return None;
         };
-        let numeric = item.data_type().is_floating() || item.data_type().is_integer();
+        let numeric = is_number(item.data_type());
         let size = usize::try_from(*size).ok().filter(|&s| s > 0 && numeric)?;
         if *dim.get_or_insert(size) != size {
             return None;
@@ -349,11 +361,7 @@ fn gather(slices: Vec<Vec<f32>>) -> Vec<f32> {
         // One slice: its buffer is the result, no copy.
         return slices.into_iter().next().unwrap_or_default();
     }
-    let total = slices.iter().map(Vec::len).sum();
-    // Zeroed by the allocator (calloc): no page is touched before the
-    // advice, so the copies below fault huge pages in.
-    let mut out = vec![0f32; total];
-    crate::simd::advise_huge_pages(&out);
+    let mut out = huge_buffer(slices.iter().map(Vec::len).sum());
     let mut regions = Vec::with_capacity(slices.len());
     let mut rest = &mut out[..];
     for slice in &slices {
@@ -877,7 +885,7 @@ fn write_rows(
 fn float32_list_type(data_type: &DataType) -> Option<DataType> {
     let numeric = |field: &arrow::datatypes::FieldRef| {
         let item = field.data_type();
-        item != &DataType::Float32 && (item.is_floating() || item.is_integer())
+        item != &DataType::Float32 && is_number(item)
     };
     let float32 = |field: &arrow::datatypes::FieldRef| {
         Arc::new(arrow::datatypes::Field::new(
