@@ -15,7 +15,15 @@
 //!
 //! Each is called from a client on a multi-thread tokio runtime (two
 //! workers, what `#[tokio::main]` gives on this machine) and from a
-//! current-thread runtime. Figures are printed; nothing is asserted.
+//! current-thread runtime.
+//!
+//! Below all of them, a raw TCP ping-pong (blocking std sockets, 3 KiB
+//! request, 64-byte reply, like a 768-d Search) with the server busy for 0
+//! and 200 µs before it answers: what the kernel and the VM cost with no
+//! HTTP/2 or runtime at all. On a VM a client that blocks longer than the
+//! host's halt-polling window pays more to wake, so the second figure is
+//! the lower bound for a call around ~200 µs of search work. Figures are
+//! printed; nothing is asserted.
 
 // The library's dependencies are linked here too; only some are used.
 #![allow(unused_crate_dependencies)]
@@ -35,6 +43,10 @@ const WARMUP: usize = 500;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--raw") {
+        serve_raw();
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--serve") {
         let mode = args.get(2).cloned().unwrap_or_default();
         serve(&mode);
@@ -72,6 +84,73 @@ fn main() {
         );
         let _ = child.kill();
         let _ = child.wait();
+    }
+    for work_us in [0, 200] {
+        let (p50, beyond) = raw_ping_pong(&exe, work_us);
+        println!(
+            "raw TCP, server works {work_us:>3} µs: p50 {p50:.1} µs, {beyond:.1} µs beyond the work"
+        );
+    }
+}
+
+const RAW_REQUEST_BYTES: usize = 3072;
+
+/// p50 of a blocking request/reply over loopback TCP against a child that
+/// spins `work_us` before it answers, and that p50 minus the work.
+fn raw_ping_pong(exe: &std::path::Path, work_us: u64) -> (f64, f64) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let mut child = std::process::Command::new(exe)
+        .args(["--raw", &work_us.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the raw server child");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("child stdout"))
+        .read_line(&mut line)
+        .expect("the child prints its port");
+    let port: u16 = line.trim().parse().expect("a port");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let request = vec![7u8; RAW_REQUEST_BYTES];
+    let mut reply = [0u8; 64];
+    let mut times = Vec::with_capacity(CALLS);
+    for i in 0..WARMUP + CALLS {
+        let started = Instant::now();
+        stream.write_all(&request).expect("send");
+        stream.read_exact(&mut reply).expect("reply");
+        if i >= WARMUP {
+            times.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    drop(stream);
+    let _ = child.wait();
+    times.sort_by(f64::total_cmp);
+    let p50 = times[times.len() / 2];
+    (p50, p50 - work_us as f64)
+}
+
+/// The raw server: one connection, a fixed-size request, spin, reply.
+fn serve_raw() {
+    use std::io::{Read as _, Write as _};
+    let work = Duration::from_micros(
+        std::env::args()
+            .nth(2)
+            .and_then(|w| w.parse().ok())
+            .expect("work µs"),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    println!("{}", listener.local_addr().expect("address").port());
+    let (mut stream, _) = listener.accept().expect("accept");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut request = vec![0u8; RAW_REQUEST_BYTES];
+    while stream.read_exact(&mut request).is_ok() {
+        let started = Instant::now();
+        while started.elapsed() < work {
+            std::hint::spin_loop();
+        }
+        if stream.write_all(&[1u8; 64]).is_err() {
+            break;
+        }
     }
 }
 

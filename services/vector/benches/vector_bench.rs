@@ -313,6 +313,10 @@ struct Server {
     /// The same client and server stack around a call that does no work
     /// (GetCacheStats): what any RPC costs here.
     call_floor: Latency,
+    /// The same three from a current-thread client runtime.
+    lean_search: Latency,
+    lean_server_side: Latency,
+    lean_call_floor: Latency,
     search_recall: f64,
     batch_qps: f64,
     rss_after_build_kib: Option<u64>,
@@ -1443,43 +1447,38 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
         report.cache_misses_during_trials = Some(trials::cache_misses(&mut vector).await - misses);
     }
 
-    // Search, one query at a time, at EF_SERVE.
-    let request = |q: &[f32]| pb::SearchRequest {
-        index: INDEX.to_owned(),
-        vector: q.to_vec(),
-        k: K as u32,
-        ef_search: Some(EF_SERVE as u32),
-        ..Default::default()
+    // Search, one query at a time, at EF_SERVE: from this 2-worker runtime,
+    // then from a current-thread runtime on its own thread and connection
+    // (what a latency-minded client would use; a tokio client's runtime
+    // moves the call floor by tens of µs on this VM).
+    let single = single_calls(&mut vector, queries, s.dim).await;
+    let lean = {
+        let addr = addr.clone();
+        let queries = queries.to_vec();
+        let dim = s.dim;
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime")
+                .block_on(async move {
+                    let channel = lakehouse_client::connect(&addr)
+                        .await
+                        .expect("connect to the server");
+                    let mut vector = lakehouse_client::vector(channel);
+                    single_calls(&mut vector, &queries, dim).await
+                })
+        })
+        .join()
+        .expect("the current-thread client finishes")
     };
-    for q in queries.chunks_exact(s.dim).take(WARMUP) {
-        expect_ok(vector.search(request(q)).await, "Search");
-    }
-    let mut times = Vec::with_capacity(s.queries);
-    let mut server_side = Vec::with_capacity(s.queries);
-    let mut found = Vec::with_capacity(s.queries);
-    for q in queries.chunks_exact(s.dim) {
-        let message = request(q);
-        let t = Instant::now();
-        let response = vector.search(message).await;
-        times.push(t.elapsed());
-        let response = expect_ok(response, "Search");
-        server_side.push(Duration::from_micros(response.search_duration_us));
-        found.push(hit_ids(&response.hits));
-    }
-    out.search = latency(&times);
-    out.server_side = latency(&server_side);
-    let mut floor = Vec::with_capacity(s.queries);
-    for i in 0..s.queries + WARMUP {
-        let t = Instant::now();
-        expect_ok(
-            vector.get_cache_stats(pb::GetCacheStatsRequest {}).await,
-            "GetCacheStats",
-        );
-        if i >= WARMUP {
-            floor.push(t.elapsed());
-        }
-    }
-    out.call_floor = latency(&floor);
+    let found = single.found;
+    out.search = single.search;
+    out.server_side = single.server_side;
+    out.call_floor = single.call_floor;
+    out.lean_search = lean.search;
+    out.lean_server_side = lean.server_side;
+    out.lean_call_floor = lean.call_floor;
     out.search_recall = recall(&found, truth);
     let before = found[0].clone();
 
@@ -1530,7 +1529,7 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
         .expect("connect to the restarted server");
     let mut vector = lakehouse_client::vector(channel);
     let response = expect_ok(
-        vector.search(request(&queries[..s.dim])).await,
+        vector.search(search_request(&queries[..s.dim])).await,
         "Search after the restart",
     );
     let after = hit_ids(&response.hits);
@@ -1552,6 +1551,64 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
     }
     server.stop();
     out
+}
+
+fn search_request(q: &[f32]) -> pb::SearchRequest {
+    pb::SearchRequest {
+        index: INDEX.to_owned(),
+        vector: q.to_vec(),
+        k: K as u32,
+        ef_search: Some(EF_SERVE as u32),
+        ..Default::default()
+    }
+}
+
+/// Single-query Search latencies at [`EF_SERVE`] and the call floor.
+struct SingleCalls {
+    search: Latency,
+    server_side: Latency,
+    call_floor: Latency,
+    found: Vec<Vec<u32>>,
+}
+
+async fn single_calls(
+    vector: &mut lakehouse_client::VectorClient,
+    queries: &[f32],
+    dim: usize,
+) -> SingleCalls {
+    for q in queries.chunks_exact(dim).take(WARMUP) {
+        expect_ok(vector.search(search_request(q)).await, "Search");
+    }
+    let count = queries.len() / dim;
+    let mut times = Vec::with_capacity(count);
+    let mut server_side = Vec::with_capacity(count);
+    let mut found = Vec::with_capacity(count);
+    for q in queries.chunks_exact(dim) {
+        let message = search_request(q);
+        let t = Instant::now();
+        let response = vector.search(message).await;
+        times.push(t.elapsed());
+        let response = expect_ok(response, "Search");
+        server_side.push(Duration::from_micros(response.search_duration_us));
+        found.push(hit_ids(&response.hits));
+    }
+    let mut floor = Vec::with_capacity(count);
+    for i in 0..count + WARMUP {
+        let t = Instant::now();
+        expect_ok(
+            vector.get_cache_stats(pb::GetCacheStatsRequest {}).await,
+            "GetCacheStats",
+        );
+        if i >= WARMUP {
+            floor.push(t.elapsed());
+        }
+    }
+    SingleCalls {
+        search: latency(&times),
+        server_side: latency(&server_side),
+        call_floor: latency(&floor),
+        found,
+    }
 }
 
 fn phase_name(phase: i32) -> String {
@@ -1606,6 +1663,15 @@ fn print_server(ours: &InProcess, r: &Server) {
         r.call_floor.p50,
         r.call_floor.p99,
         r.search.p50 - r.call_floor.p50 - r.server_side.p50
+    );
+    println!(
+        "from a current-thread client: Search p50 {:.1} µs, p99 {:.1} µs (server-side p50 {:.0} \
+         µs); gRPC overhead {} µs; call floor p50 {:.1} µs",
+        r.lean_search.p50,
+        r.lean_search.p99,
+        r.lean_server_side.p50,
+        opt(in_proc.map(|p| r.lean_search.p50 - p), 1),
+        r.lean_call_floor.p50,
     );
     println!(
         "gRPC BatchSearch ef {EF_SERVE}: {:.0} queries/s (in process {:.0}, ratio {})",
@@ -1752,6 +1818,14 @@ fn print_summary(s: &Settings, ours: &InProcess, peers: Option<&Value>, server: 
         "gRPC overhead µs (p50 ef 30)",
         None,
         server.and_then(|r| o30.map(|e| r.search.p50 - e.latency.p50)),
+        None,
+        None,
+        1,
+    );
+    row(
+        "  from a current-thread client",
+        None,
+        server.and_then(|r| o30.map(|e| r.lean_search.p50 - e.latency.p50)),
         None,
         None,
         1,
