@@ -68,6 +68,24 @@ pub struct Progress {
     pub elapsed_ms: u64,
 }
 
+impl Progress {
+    /// The message that closes this phase when `next` shows the build has
+    /// moved on before a watcher saw it finish.
+    ///
+    /// A build stream samples the latest state, so a small build can go
+    /// from "inserting 0 / 4" straight to "persisting", which reads as if
+    /// nothing was inserted. A counted phase only ends by finishing (a
+    /// failure ends the build instead), so it is closed at `total`.
+    pub fn closing(&self, next: &Progress) -> Option<Progress> {
+        let counted = matches!(self.phase, Phase::Loading | Phase::Inserting);
+        (counted && next.phase != self.phase && self.done < self.total).then_some(Progress {
+            done: self.total,
+            elapsed_ms: next.elapsed_ms,
+            ..*self
+        })
+    }
+}
+
 /// What a build stream shows: its latest progress, then its outcome.
 #[derive(Debug, Clone)]
 pub enum BuildEvent {
@@ -1265,5 +1283,34 @@ async fn with_progress<T>(
                 tick();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(phase: Phase, done: u64, total: u64, elapsed_ms: u64) -> Progress {
+        Progress {
+            phase,
+            done,
+            total,
+            elapsed_ms,
+        }
+    }
+
+    #[test]
+    fn a_counted_phase_left_early_is_closed_at_its_total() {
+        let inserting = at(Phase::Inserting, 0, 4, 10);
+        let persisting = at(Phase::Persisting, 0, 1, 12);
+        assert_eq!(
+            inserting.closing(&persisting),
+            Some(at(Phase::Inserting, 4, 4, 12))
+        );
+        // Still in the phase, already at its total, or not a counted phase.
+        assert_eq!(inserting.closing(&at(Phase::Inserting, 2, 4, 11)), None);
+        assert_eq!(at(Phase::Inserting, 4, 4, 10).closing(&persisting), None);
+        assert_eq!(at(Phase::Queued, 0, 1, 0).closing(&inserting), None);
+        assert_eq!(at(Phase::Persisting, 0, 1, 12).closing(&inserting), None);
     }
 }

@@ -23,12 +23,17 @@ mod common;
 use common::{DIM, Stack, batch, create};
 
 /// Every message of a build stream: (started, progress count, finished).
+///
+/// Checks the stream's shape on the way, and that a counted phase (loading,
+/// inserting) is last shown at its total when the build moves on, however
+/// quickly it went.
 async fn drain<T>(
     mut stream: tonic::Streaming<T>,
     split: impl Fn(T) -> Option<BuildMsg>,
 ) -> (pb::BuildStarted, usize, pb::BuildFinished) {
     let mut started = None;
     let mut progress = 0;
+    let mut last: Option<pb::BuildProgress> = None;
     while let Some(message) = stream.message().await.expect("stream") {
         match split(message).expect("event") {
             BuildMsg::Started(s) => {
@@ -38,7 +43,23 @@ async fn drain<T>(
                 );
                 started = Some(s);
             }
-            BuildMsg::Progress => progress += 1,
+            BuildMsg::Progress(p) => {
+                progress += 1;
+                if let Some(l) = &last {
+                    let counted = [pb::BuildPhase::Loading, pb::BuildPhase::Inserting]
+                        .map(|c| c as i32)
+                        .contains(&l.phase);
+                    assert!(
+                        !(counted && l.phase != p.phase && l.done < l.total),
+                        "phase {} left at {} / {} before {}",
+                        l.phase,
+                        l.done,
+                        l.total,
+                        p.phase
+                    );
+                }
+                last = Some(p);
+            }
             BuildMsg::Finished(f) => {
                 assert!(
                     stream.message().await.expect("end").is_none(),
@@ -53,7 +74,7 @@ async fn drain<T>(
 
 enum BuildMsg {
     Started(pb::BuildStarted),
-    Progress,
+    Progress(pb::BuildProgress),
     Finished(Box<pb::BuildFinished>),
 }
 
@@ -61,7 +82,7 @@ fn create_msg(m: pb::CreateIndexResponse) -> Option<BuildMsg> {
     use pb::create_index_response::Event;
     Some(match m.event? {
         Event::Started(s) => BuildMsg::Started(s),
-        Event::Progress(_) => BuildMsg::Progress,
+        Event::Progress(p) => BuildMsg::Progress(p),
         Event::Finished(f) => BuildMsg::Finished(Box::new(f)),
     })
 }
@@ -70,7 +91,7 @@ fn rebuild_msg(m: pb::RebuildIndexResponse) -> Option<BuildMsg> {
     use pb::rebuild_index_response::Event;
     Some(match m.event? {
         Event::Started(s) => BuildMsg::Started(s),
-        Event::Progress(_) => BuildMsg::Progress,
+        Event::Progress(p) => BuildMsg::Progress(p),
         Event::Finished(f) => BuildMsg::Finished(Box::new(f)),
     })
 }

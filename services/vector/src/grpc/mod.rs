@@ -525,17 +525,22 @@ fn build_stream<T: From<BuildMessage> + Send + 'static>(
         {
             return;
         }
+        let mut last: Option<crate::service::Progress> = None;
         loop {
             let event = events.borrow_and_update().clone();
             match event {
                 BuildEvent::Progress(p) => {
-                    if tx
-                        .send(Ok(wrap(BuildMessage::Progress(progress_pb(p)))))
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    let closing = last.and_then(|l| l.closing(&p));
+                    for p in closing.into_iter().chain([p]) {
+                        if tx
+                            .send(Ok(wrap(BuildMessage::Progress(progress_pb(p)))))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
+                    last = Some(p);
                 }
                 BuildEvent::Finished(outcome) => {
                     let status = match &outcome {
