@@ -235,7 +235,7 @@ impl Storage {
                             },
                             source => self.fail("put_object", bucket, key, source, None),
                         })?;
-                    return Ok(meta(path, total, result.e_tag));
+                    return Ok(written(bucket, path, total, result.e_tag).await);
                 }
                 Some(chunk) => {
                     let chunk = chunk?;
@@ -305,7 +305,7 @@ impl Storage {
             .await
             .map_err(|source| self.fail("put_object", bucket, key, source, None))?;
         if !staged {
-            return Ok(meta(path, total, result.e_tag));
+            return Ok(written(bucket, path, total, result.e_tag).await);
         }
         let moved = bucket.store.rename_if_not_exists(&target, &path).await;
         if moved.is_err()
@@ -323,8 +323,7 @@ impl Storage {
             }
             Err(source) => return Err(self.fail("put_object", bucket, key, source, None)),
         }
-        let e_tag = bucket.store.head(&path).await.ok().and_then(|m| m.e_tag);
-        Ok(meta(path, total, e_tag))
+        Ok(written(bucket, path, total, None).await)
     }
 
     /// Reads an object or a range of it, from the rescue bucket when the
@@ -639,13 +638,21 @@ fn staging_path() -> Path {
     ))
 }
 
-fn meta(location: Path, size: u64, e_tag: Option<String>) -> ObjectMeta {
-    ObjectMeta {
-        location,
-        last_modified: Utc::now(),
-        size,
-        e_tag,
-        version: None,
+/// What the backend recorded for an object just written, so a HeadObject
+/// straight after agrees with the PutObject answer (a put result carries no
+/// time, and the clock here is not the backend's). If the object changed in
+/// between (another size or ETag) or the head fails, the write's own size
+/// and ETag with the time now.
+async fn written(bucket: &Bucket, path: Path, size: u64, e_tag: Option<String>) -> ObjectMeta {
+    match bucket.store.head(&path).await {
+        Ok(head) if head.size == size && (e_tag.is_none() || head.e_tag == e_tag) => head,
+        _ => ObjectMeta {
+            location: path,
+            last_modified: Utc::now(),
+            size,
+            e_tag,
+            version: None,
+        },
     }
 }
 

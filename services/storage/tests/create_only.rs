@@ -3,6 +3,7 @@
 //! bytes, writes nothing unless the header opts out; `create_only` holds for
 //! uploads larger than one single put: an existing key is refused and left
 //! unchanged, and of two racing large uploads to a new key exactly one wins.
+//! And a PutObject answer agrees with a HeadObject after it.
 
 #![allow(unused_crate_dependencies)]
 
@@ -332,4 +333,57 @@ async fn leftovers_of_interrupted_uploads_are_swept_after_the_grace_period() {
         .map(|e| e.key.as_str())
         .collect();
     assert_eq!(swept.len(), 2, "{swept:?}");
+}
+
+/// PutObject answers with what the backend recorded, so a HeadObject right
+/// after reports the same time and ETag, for a single put and a multipart
+/// one.
+#[tokio::test]
+async fn put_object_answers_what_head_object_reports() {
+    let (server, _dir) = server().await;
+    let small = vec![
+        pb::PutObjectRequest {
+            part: Some(Part::Header(pb::PutObjectHeader {
+                key: "t/small.csv".to_owned(),
+                ..Default::default()
+            })),
+        },
+        pb::PutObjectRequest {
+            part: Some(Part::Chunk(Bytes::from_static(b"id\n1\n"))),
+        },
+        pb::PutObjectRequest {
+            part: Some(Part::Commit(pb::PutObjectCommit {
+                size: 5,
+                crc32c: None,
+            })),
+        },
+    ];
+    let mut large = vec![header("t/large.bin")];
+    large.extend(chunks(b'z'));
+    large.push(commit());
+    for (key, requests) in [("t/small.csv", small), ("t/large.bin", large)] {
+        let put = server
+            .client()
+            .put_object(futures::stream::iter(requests))
+            .await
+            .expect("put")
+            .into_inner()
+            .object
+            .expect("the written object");
+        let head = server
+            .client()
+            .head_object(pb::HeadObjectRequest {
+                bucket: String::new(),
+                key: key.to_owned(),
+            })
+            .await
+            .expect("head")
+            .into_inner()
+            .object
+            .expect("the object");
+        assert_eq!(put.last_modified, head.last_modified, "{key}: time");
+        assert_eq!(put.etag, head.etag, "{key}: etag");
+        assert_eq!(put.size, head.size, "{key}: size");
+        assert!(!put.etag.is_empty(), "{key}: a local object has an ETag");
+    }
 }
