@@ -101,6 +101,17 @@ pub enum Error {
         column: String,
     },
 
+    /// An APPEND's source has a null in a column the dataset holds NOT NULL.
+    #[error(
+        "column {column:?} is NOT NULL in the dataset, but row {row} of the source (in the order read) has a null there; nothing was appended. Fill the column in the source, or REPLACE the dataset to allow nulls"
+    )]
+    NullInNotNullColumn {
+        /// Column name.
+        column: String,
+        /// 1-based row, counted over the batches as the encoder read them.
+        row: u64,
+    },
+
     /// The binary COPY stream was malformed.
     #[error("malformed COPY stream: {0}")]
     Framing(#[from] crate::copy_binary::FramingError),
@@ -253,7 +264,9 @@ impl Error {
             Error::SourceUnreachable { .. } => Code::Unavailable,
             Error::SourceSql { code, .. } => sqlstate_code(code),
             Error::SourceProtocol { .. } => Code::Unavailable,
-            Error::Value { .. } | Error::UnexpectedNull { .. } => Code::FailedPrecondition,
+            Error::Value { .. }
+            | Error::UnexpectedNull { .. }
+            | Error::NullInNotNullColumn { .. } => Code::FailedPrecondition,
             Error::Framing(_) | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
                 Code::Internal
             }
@@ -369,6 +382,10 @@ impl Error {
                 vec![("column", column.clone()), ("type", type_name.clone())],
             ),
             Error::Value { .. } | Error::UnexpectedNull { .. } => ("BAD_VALUE", vec![]),
+            Error::NullInNotNullColumn { column, row } => (
+                "NULL_IN_NOT_NULL_COLUMN",
+                vec![("column", column.clone()), ("row", row.to_string())],
+            ),
             Error::File { .. } => ("BAD_FILE", vec![]),
             Error::Storage { key, .. } => ("STORAGE_FAILED", vec![("key", key.clone())]),
             Error::Catalog { status } => (

@@ -128,6 +128,7 @@ fn postgres_request(request: pb::IngestPostgresRequest) -> Result<PostgresReques
             mode: mode(request_mode)?,
             ingest_id: new_ingest_id(),
             request_id: request_id(&id)?,
+            dataset_nullability: Vec::new(),
         },
         dsn: SecretString::new(dsn),
         password_secret: non_empty(password_secret),
@@ -200,6 +201,7 @@ fn file_request(header: pb::IngestFileHeader) -> Result<FileRequest, Status> {
             mode: mode(request_mode)?,
             ingest_id: new_ingest_id(),
             request_id: request_id(&id)?,
+            dataset_nullability: Vec::new(),
         },
         file_name: if file_name.is_empty() {
             "upload".to_owned()

@@ -93,6 +93,7 @@ pub fn start(
         cancel,
         parts: Vec::new(),
         finished_bytes: 0,
+        rows_seen: 0,
     };
     // The encoder thread uploads parts; entering the caller's span there
     // keeps those uploads in the ingest's trace.
@@ -116,6 +117,8 @@ struct Encoder {
     cancel: CancellationToken,
     parts: Vec<WrittenPart>,
     finished_bytes: u64,
+    /// Rows received so far, to name a bad row.
+    rows_seen: u64,
 }
 
 struct OpenPart {
@@ -152,6 +155,7 @@ impl Encoder {
             if batch.num_rows() == 0 {
                 continue;
             }
+            let batch = self.conform(batch)?;
             if open.is_none() {
                 *open = Some(self.open_part()?);
             }
@@ -180,6 +184,30 @@ impl Encoder {
             self.close_part(part)?;
         }
         Ok(())
+    }
+
+    /// The batch under the declared schema, which may hold a column NOT
+    /// NULL that the source reads as nullable (an APPEND takes on the
+    /// dataset's nullability): a null there is refused, naming the row.
+    fn conform(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+        let seen = self.rows_seen;
+        self.rows_seen += batch.num_rows() as u64;
+        if Arc::ptr_eq(batch.schema_ref(), &self.schema)
+            || batch.schema_ref().fields() == self.schema.fields()
+        {
+            return Ok(batch);
+        }
+        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+            if !field.is_nullable()
+                && let Some(index) = (0..column.len()).find(|&i| column.is_null(i))
+            {
+                return Err(Error::NullInNotNullColumn {
+                    column: field.name().clone(),
+                    row: seen + index as u64 + 1,
+                });
+            }
+        }
+        RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(Error::Arrow)
     }
 
     fn open_part(&mut self) -> Result<OpenPart> {

@@ -63,6 +63,13 @@ pub struct Target {
     pub ingest_id: String,
     /// The caller's request id; empty for none.
     pub request_id: String,
+    /// For an APPEND, whether each of the dataset's columns may hold nulls,
+    /// as [`preflight`] found it. The source's columns of those names take
+    /// it on: a source often says less than the dataset (a query's columns
+    /// are all nullable, a table's NOT NULL ones are not), and an APPEND
+    /// must not be refused for that alone. A null in a column the dataset
+    /// holds NOT NULL is refused by the encoder instead.
+    pub dataset_nullability: Vec<(String, bool)>,
 }
 
 /// Provenance recorded with the commit.
@@ -125,7 +132,7 @@ pub async fn preflight(ctx: &Context, target: &Target) -> Result<(Option<u64>, T
             view: catalog::DatasetView::Basic as i32,
         })
         .await;
-    let (expected, existing_bucket) = match (target.mode, found) {
+    let (expected, existing) = match (target.mode, found) {
         (Mode::Create, Err(status)) if status.code() == Code::NotFound => (Some(0), None),
         (Mode::Create, Ok(_)) => {
             // The catalog's own reason, as a refused commit would carry.
@@ -155,21 +162,25 @@ pub async fn preflight(ctx: &Context, target: &Target) -> Result<(Option<u64>, T
             });
         }
         (Mode::Replace, Err(status)) if status.code() == Code::NotFound => (Some(0), None),
-        (Mode::Append | Mode::Replace, Ok(found)) => (
-            None,
-            found
-                .into_inner()
-                .dataset
-                .map(|d| d.bucket)
-                .filter(|b| !b.is_empty()),
-        ),
+        (Mode::Append | Mode::Replace, Ok(found)) => (None, found.into_inner().dataset),
         (_, Err(status)) => return Err(catalog_error(status)),
     };
+    let dataset_nullability = match (&existing, target.mode) {
+        (Some(dataset), Mode::Append) => dataset
+            .schema
+            .iter()
+            .flat_map(|s| &s.columns)
+            .map(|c| (c.name.clone(), c.nullable))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let existing_bucket = existing.map(|d| d.bucket).filter(|b| !b.is_empty());
     let bucket = resolve_bucket(ctx, target, existing_bucket).await?;
     Ok((
         expected,
         Target {
             bucket,
+            dataset_nullability,
             ..target.clone()
         },
     ))
@@ -257,6 +268,7 @@ where
         target.bucket.clone(),
     ));
     let prefix = lakehouse_shared::ingest_id::ingest_prefix(&target.dataset, &target.ingest_id);
+    let schema = with_nullability(schema, &target.dataset_nullability);
     progress.set_phase(Phase::Streaming);
     let encoder_cancel = cancel.child_token();
     let (sender, encoder) = parquet_parts::start(
@@ -416,6 +428,33 @@ fn commit_request(
         bucket: target.bucket.clone(),
         request_id: commit_request_id(target),
     }
+}
+
+/// `schema` with each column named in `nullability` taking the dataset's
+/// nullability (see [`Target::dataset_nullability`]); the rest as they are.
+fn with_nullability(schema: SchemaRef, nullability: &[(String, bool)]) -> SchemaRef {
+    let differs = |field: &arrow::datatypes::Field| {
+        nullability
+            .iter()
+            .find(|(name, _)| name == field.name())
+            .filter(|(_, nullable)| *nullable != field.is_nullable())
+            .map(|(_, nullable)| *nullable)
+    };
+    if !schema.fields().iter().any(|f| differs(f).is_some()) {
+        return schema;
+    }
+    let fields: Vec<arrow::datatypes::FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match differs(f) {
+            Some(nullable) => Arc::new(f.as_ref().clone().with_nullable(nullable)),
+            None => f.clone(),
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
 }
 
 /// The catalog's schema: Arrow types as Arrow prints them.

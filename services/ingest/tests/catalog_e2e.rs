@@ -1,6 +1,9 @@
 //! IngestPostgres against the real catalog service (SQLite store) and the
 //! real storage service: CREATE, then APPEND with the same schema, read back
-//! with GetDataset.
+//! with GetDataset; then APPEND from a query, whose columns PostgreSQL
+//! reports as nullable, into the table-created dataset with its NOT NULL
+//! column: accepted when the rows have no nulls there, refused (nothing
+//! appended) when one does.
 
 #![allow(unused_crate_dependencies)]
 
@@ -122,6 +125,65 @@ async fn ingest_commits_to_the_real_catalog() {
     let columns = dataset_info.schema.expect("schema").columns;
     assert_eq!(columns.len(), 5);
     assert!(!columns[0].nullable);
+
+    // A query's columns are all nullable to PostgreSQL; the dataset's id is
+    // NOT NULL. The APPEND takes on the dataset's nullability.
+    let query = |sql: String| pb::IngestPostgresRequest {
+        mode: pb::IngestMode::Append as i32,
+        source: Some(pb::ingest_postgres_request::Source::Query(sql)),
+        ..table_request(&dataset, &url, &table)
+    };
+    let from_query = run_ingest(
+        &mut client,
+        query(format!(
+            "SELECT id, amount, at, u, tags FROM {table} WHERE id <= 10"
+        )),
+    )
+    .await
+    .1
+    .expect("append from a query without nulls in the NOT NULL column");
+    assert_eq!(from_query.rows, 10);
+    let refused = run_ingest(
+        &mut client,
+        query(format!(
+            "SELECT CASE WHEN id = 3 THEN NULL ELSE id END AS id, amount, at, u, tags \
+             FROM {table} WHERE id <= 5 ORDER BY amount"
+        )),
+    )
+    .await
+    .1
+    .expect_err("a null in the NOT NULL column");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(
+        lakehouse_shared::status::error_reason(&refused).as_deref(),
+        Some("NULL_IN_NOT_NULL_COLUMN"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("\"id\"") && refused.message().contains("row 3"),
+        "{}",
+        refused.message()
+    );
+    let dataset_info = catalog_client
+        .get_dataset(catalog::GetDatasetRequest {
+            name: dataset.clone(),
+            view: catalog::DatasetView::Basic as i32,
+        })
+        .await
+        .expect("get dataset")
+        .into_inner()
+        .dataset
+        .expect("dataset");
+    assert_eq!(
+        dataset_info.row_count, 2010,
+        "the refused APPEND added nothing"
+    );
+    let columns = dataset_info.schema.expect("schema").columns;
+    assert!(!columns[0].nullable, "id stays NOT NULL");
 
     // A resync over the footers finds nothing to change.
     let report = catalog_client
