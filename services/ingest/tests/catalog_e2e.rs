@@ -38,6 +38,22 @@ macro_rules! serve {
     };
 }
 
+async fn get_dataset(
+    catalog_client: &mut lakehouse_client::CatalogClient,
+    name: &str,
+) -> catalog::Dataset {
+    catalog_client
+        .get_dataset(catalog::GetDatasetRequest {
+            name: name.to_owned(),
+            view: catalog::DatasetView::Full as i32,
+        })
+        .await
+        .expect("get dataset")
+        .into_inner()
+        .dataset
+        .expect("dataset")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingest_commits_to_the_real_catalog() {
     let Some(url) = pg_url("ingest_commits_to_the_real_catalog").await else {
@@ -104,16 +120,7 @@ async fn ingest_commits_to_the_real_catalog() {
 
     let mut catalog_client =
         lakehouse_client::catalog(lakehouse_client::connect_lazy(&catalog_addr).expect("addr"));
-    let dataset_info = catalog_client
-        .get_dataset(catalog::GetDatasetRequest {
-            name: dataset.clone(),
-            view: catalog::DatasetView::Full as i32,
-        })
-        .await
-        .expect("get dataset")
-        .into_inner()
-        .dataset
-        .expect("dataset");
+    let dataset_info = get_dataset(&mut catalog_client, &dataset).await;
     assert_eq!(dataset_info.row_count, 2000);
     assert_eq!(
         dataset_info.files.len() as u64,
@@ -168,16 +175,7 @@ async fn ingest_commits_to_the_real_catalog() {
         "{}",
         refused.message()
     );
-    let dataset_info = catalog_client
-        .get_dataset(catalog::GetDatasetRequest {
-            name: dataset.clone(),
-            view: catalog::DatasetView::Basic as i32,
-        })
-        .await
-        .expect("get dataset")
-        .into_inner()
-        .dataset
-        .expect("dataset");
+    let dataset_info = get_dataset(&mut catalog_client, &dataset).await;
     assert_eq!(
         dataset_info.row_count, 2010,
         "the refused APPEND added nothing"
