@@ -9,34 +9,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use clap::Parser as _;
-use common::{pg_exec, pg_url, run_ingest, table_request, unique};
-use lakehouse_ingest::IngestRuntime;
+use common::{RealStack, pg_exec, pg_url, run_ingest, table_request, unique};
 use lakehouse_proto::catalog::v1 as catalog;
 use lakehouse_proto::ingest::v1 as pb;
-use lakehouse_shared::secrets::StaticSecrets;
-use lakehouse_shared::server::GrpcServer;
-use lakehouse_shared::testing::{serve_on_loopback, server_config};
-use tokio_util::sync::CancellationToken;
-
-#[derive(clap::Parser)]
-struct CatalogFlags {
-    #[command(flatten)]
-    catalog: lakehouse_catalog::CatalogConfig,
-}
-
-/// Serves one service on a loopback port; evaluates to its address.
-macro_rules! serve {
-    ($service:expr, $stop:expr) => {
-        serve_on_loopback(
-            GrpcServer::new(server_config()).add_service($service),
-            &$stop,
-        )
-        .await
-    };
-}
 
 async fn get_dataset(
     catalog_client: &mut lakehouse_client::CatalogClient,
@@ -68,38 +43,8 @@ async fn ingest_commits_to_the_real_catalog() {
         ),
     )
     .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stop = CancellationToken::new();
-    let storage = lakehouse_storage::StorageRuntime::start(
-        &lakehouse_storage::StorageConfig {
-            buckets_config: None,
-            journal_flush_interval: std::time::Duration::from_secs(1),
-            probe_timeout: std::time::Duration::from_secs(2),
-            ..Default::default()
-        },
-        dir.path(),
-        Arc::new(StaticSecrets::default()),
-    )
-    .await
-    .expect("storage");
-    let storage_addr = serve!(storage.service(16 << 20), stop);
-    let flags = CatalogFlags::parse_from(["test"]);
-    let catalog_runtime =
-        lakehouse_catalog::CatalogRuntime::start(&flags.catalog, dir.path(), &storage_addr)
-            .await
-            .expect("catalog");
-    let catalog_addr = serve!(catalog_runtime.service(16 << 20), stop);
-    let ingest = IngestRuntime::start(
-        &common::small_config(),
-        Arc::new(StaticSecrets::default()),
-        &storage_addr,
-        &catalog_addr,
-    )
-    .await
-    .expect("ingest");
-    let ingest_addr = serve!(ingest.service(16 << 20), stop);
-    let mut client =
-        lakehouse_client::ingest(lakehouse_client::connect_lazy(&ingest_addr).expect("addr"));
+    let stack = RealStack::start(&common::small_config()).await;
+    let mut client = stack.client();
 
     let dataset = unique("real");
     let created = run_ingest(&mut client, table_request(&dataset, &url, &table))
@@ -118,8 +63,7 @@ async fn ingest_commits_to_the_real_catalog() {
     .expect("append with the same schema");
     assert!(appended.dataset_version > created.dataset_version);
 
-    let mut catalog_client =
-        lakehouse_client::catalog(lakehouse_client::connect_lazy(&catalog_addr).expect("addr"));
+    let mut catalog_client = stack.catalog_client();
     let dataset_info = get_dataset(&mut catalog_client, &dataset).await;
     assert_eq!(dataset_info.row_count, 2000);
     assert_eq!(
@@ -197,7 +141,5 @@ async fn ingest_commits_to_the_real_catalog() {
         .expect("report");
     assert!(!report.drifted, "{report:?}");
 
-    stop.cancel();
-    ingest.shutdown().await;
-    storage.shutdown().await;
+    stack.shutdown().await;
 }

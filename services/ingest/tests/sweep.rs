@@ -10,38 +10,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use clap::Parser as _;
-use common::unique;
+use common::{RealStack, unique};
 use futures::TryStreamExt as _;
-use lakehouse_ingest::{IngestConfig, IngestRuntime};
+use lakehouse_ingest::IngestConfig;
 use lakehouse_proto::catalog::v1 as catalog;
 use lakehouse_proto::ingest::v1 as pb;
 use lakehouse_shared::ingest_id::{ingest_prefix, new_ingest_id};
-use lakehouse_shared::secrets::StaticSecrets;
-use lakehouse_shared::server::GrpcServer;
-use lakehouse_shared::testing::{serve_on_loopback, server_config};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
-use tokio_util::sync::CancellationToken;
-
-#[derive(clap::Parser)]
-struct CatalogFlags {
-    #[command(flatten)]
-    catalog: lakehouse_catalog::CatalogConfig,
-}
-
-/// Serves one service on a loopback port; evaluates to its address.
-macro_rules! serve {
-    ($service:expr, $stop:expr) => {
-        serve_on_loopback(
-            GrpcServer::new(server_config()).add_service($service),
-            &$stop,
-        )
-        .await
-    };
-}
 
 /// The sweeper's own timer is off: only SweepOrphans sweeps here.
 fn config() -> IngestConfig {
@@ -82,42 +59,10 @@ fn removed_keys(response: &pb::SweepOrphansResponse) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sweep_removes_dead_ingests_parts_and_keeps_everything_else() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stop = CancellationToken::new();
-    let storage = lakehouse_storage::StorageRuntime::start(
-        &lakehouse_storage::StorageConfig {
-            buckets_config: None,
-            journal_flush_interval: std::time::Duration::from_secs(1),
-            probe_timeout: std::time::Duration::from_secs(2),
-            ..Default::default()
-        },
-        dir.path(),
-        Arc::new(StaticSecrets::default()),
-    )
-    .await
-    .expect("storage");
-    let storage_addr = serve!(storage.service(16 << 20), stop);
-    let flags = CatalogFlags::parse_from(["test"]);
-    let catalog_runtime =
-        lakehouse_catalog::CatalogRuntime::start(&flags.catalog, dir.path(), &storage_addr)
-            .await
-            .expect("catalog");
-    let catalog_addr = serve!(catalog_runtime.service(16 << 20), stop);
-    let ingest = IngestRuntime::start(
-        &config(),
-        Arc::new(StaticSecrets::default()),
-        &storage_addr,
-        &catalog_addr,
-    )
-    .await
-    .expect("ingest");
-    let ingest_addr = serve!(ingest.service(16 << 20), stop);
-    let mut client =
-        lakehouse_client::ingest(lakehouse_client::connect_lazy(&ingest_addr).expect("addr"));
-    let mut catalog_client =
-        lakehouse_client::catalog(lakehouse_client::connect_lazy(&catalog_addr).expect("addr"));
-    let storage_client =
-        lakehouse_client::storage(lakehouse_client::connect_lazy(&storage_addr).expect("addr"));
+    let stack = RealStack::start(&config()).await;
+    let mut client = stack.client();
+    let mut catalog_client = stack.catalog_client();
+    let storage_client = stack.storage_client();
     let store = lakehouse_client::GrpcObjectStore::new(storage_client, String::new());
 
     // A committed ingest.
@@ -279,15 +224,7 @@ async fn sweep_removes_dead_ingests_parts_and_keeps_everything_else() {
         );
     }
     // ...and a new process reads the history past those lines.
-    let reader = IngestRuntime::start(
-        &config(),
-        Arc::new(StaticSecrets::default()),
-        &storage_addr,
-        &catalog_addr,
-    )
-    .await
-    .expect("a second ingest runtime");
-    let reader_addr = serve!(reader.service(16 << 20), stop);
+    let (reader, reader_addr) = stack.another_ingest(&config()).await;
     let mut reader_client =
         lakehouse_client::ingest(lakehouse_client::connect_lazy(&reader_addr).expect("addr"));
     let listed = reader_client
@@ -301,8 +238,6 @@ async fn sweep_removes_dead_ingests_parts_and_keeps_everything_else() {
         .expect("ingest");
     assert_eq!(listed.state, pb::IngestState::Succeeded as i32);
 
-    stop.cancel();
     reader.shutdown().await;
-    ingest.shutdown().await;
-    storage.shutdown().await;
+    stack.shutdown().await;
 }

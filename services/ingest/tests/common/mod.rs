@@ -1,7 +1,8 @@
 //! Test harness: a real storage gRPC server (local folder bucket), a small
 //! in-memory catalog that implements GetDataset and CommitFiles with the
 //! real version semantics (and can be told to refuse), and the ingest
-//! service itself, all on loopback; plus PostgreSQL helpers.
+//! service itself, all on loopback; the same with the real catalog service
+//! ([`RealStack`]); plus PostgreSQL helpers.
 
 #![allow(dead_code)]
 
@@ -329,6 +330,118 @@ impl Stack {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown().await;
         }
+    }
+}
+
+#[derive(clap::Parser)]
+struct CatalogFlags {
+    #[command(flatten)]
+    catalog: lakehouse_catalog::CatalogConfig,
+}
+
+/// The real storage and catalog services (SQLite store, local folder
+/// bucket, all under one temporary folder) and ingest, on loopback.
+pub struct RealStack {
+    pub dir: tempfile::TempDir,
+    pub storage_addr: String,
+    pub catalog_addr: String,
+    pub ingest_addr: String,
+    pub stop: CancellationToken,
+    storage: lakehouse_storage::StorageRuntime,
+    ingest: IngestRuntime,
+}
+
+impl RealStack {
+    pub async fn start(config: &IngestConfig) -> Self {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stop = CancellationToken::new();
+        let storage = lakehouse_storage::StorageRuntime::start(
+            &lakehouse_storage::StorageConfig {
+                buckets_config: None,
+                journal_flush_interval: Duration::from_secs(1),
+                probe_timeout: Duration::from_secs(2),
+                ..Default::default()
+            },
+            dir.path(),
+            Arc::new(StaticSecrets::default()),
+        )
+        .await
+        .expect("storage");
+        let storage_addr = serve_on_loopback(
+            GrpcServer::new(server_config()).add_service(storage.service(16 << 20)),
+            &stop,
+        )
+        .await;
+        let flags = CatalogFlags::parse_from(["test"]);
+        let catalog =
+            lakehouse_catalog::CatalogRuntime::start(&flags.catalog, dir.path(), &storage_addr)
+                .await
+                .expect("catalog");
+        let catalog_addr = serve_on_loopback(
+            GrpcServer::new(server_config()).add_service(catalog.service(16 << 20)),
+            &stop,
+        )
+        .await;
+        let ingest = IngestRuntime::start(
+            config,
+            Arc::new(StaticSecrets::default()),
+            &storage_addr,
+            &catalog_addr,
+        )
+        .await
+        .expect("ingest");
+        let ingest_addr = serve_on_loopback(
+            GrpcServer::new(server_config()).add_service(ingest.service(16 << 20)),
+            &stop,
+        )
+        .await;
+        Self {
+            dir,
+            storage_addr,
+            catalog_addr,
+            ingest_addr,
+            stop,
+            storage,
+            ingest,
+        }
+    }
+
+    pub fn client(&self) -> lakehouse_client::IngestClient {
+        lakehouse_client::ingest(lakehouse_client::connect_lazy(&self.ingest_addr).expect("addr"))
+    }
+
+    pub fn catalog_client(&self) -> lakehouse_client::CatalogClient {
+        lakehouse_client::catalog(lakehouse_client::connect_lazy(&self.catalog_addr).expect("addr"))
+    }
+
+    pub fn storage_client(&self) -> lakehouse_client::StorageClient {
+        lakehouse_client::storage(lakehouse_client::connect_lazy(&self.storage_addr).expect("addr"))
+    }
+
+    /// A second ingest service over the same storage and catalog, as
+    /// another process would be; served until the stack stops.
+    pub async fn another_ingest(&self, config: &IngestConfig) -> (IngestRuntime, String) {
+        let ingest = IngestRuntime::start(
+            config,
+            Arc::new(StaticSecrets::default()),
+            &self.storage_addr,
+            &self.catalog_addr,
+        )
+        .await
+        .expect("another ingest runtime");
+        let addr = serve_on_loopback(
+            GrpcServer::new(server_config()).add_service(ingest.service(16 << 20)),
+            &self.stop,
+        )
+        .await;
+        (ingest, addr)
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.ingest.shutdown().await;
+        self.storage.shutdown().await;
     }
 }
 
