@@ -12,8 +12,8 @@ use object_store::path::Path;
 use crate::error::{Error, Result};
 use crate::footer::{FooterError, read_footer};
 use crate::model::{
-    Commit, CommitMode, DataFile, Dataset, DatasetName, Lineage, ListQuery, NewDataset, SourceKind,
-    View,
+    Commit, CommitMode, DataFile, Dataset, DatasetName, Lineage, LineageEvent, ListQuery,
+    NewDataset, SourceKind, View,
 };
 use crate::resync::{self, FileProblem, Listed, Observed, ResyncReport};
 use crate::storage::StorageAccess;
@@ -185,6 +185,17 @@ impl Catalog {
         limit: usize,
     ) -> Result<(u64, Vec<DataFile>)> {
         self.store.list_files(name, after, limit).await
+    }
+
+    /// One page of a dataset's lineage events, newest first, with its
+    /// version.
+    pub async fn list_lineage(
+        &self,
+        name: &DatasetName,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<(u64, Vec<(i64, LineageEvent)>)> {
+        self.store.list_lineage(name, before, limit).await
     }
 
     /// Deletes the manifest, then (optionally) the files under the

@@ -535,6 +535,42 @@ impl CatalogService for CatalogGrpc {
         }))
     }
 
+    async fn list_lineage_events(
+        &self,
+        request: Request<pb::ListLineageEventsRequest>,
+    ) -> Result<Response<pb::ListLineageEventsResponse>, Status> {
+        let pb::ListLineageEventsRequest {
+            name: dataset_name,
+            page_size: given_page_size,
+            page_token,
+        } = request.into_inner();
+        let dataset_name = name(&dataset_name)?;
+        let limit = page_size(given_page_size)?;
+        // Bound to the name and to this listing, so a ListDatasetFiles
+        // token for the same dataset is refused here.
+        let filters = [dataset_name.as_str(), "lineage"];
+        let before = decode_token(&page_token, &filters)?
+            .map(|after| after.parse::<i64>())
+            .transpose()
+            .map_err(|_| {
+                Error::InvalidRequest("page_token is not from ListLineageEvents".into())
+            })?;
+        let (version, events) = self
+            .catalog
+            .list_lineage(&dataset_name, before, limit + 1)
+            .await?;
+        let numbered: Vec<(String, LineageEvent)> = events
+            .into_iter()
+            .map(|(number, event)| (number.to_string(), event))
+            .collect();
+        let (events, next_page_token) = page(numbered, limit, |(n, _)| n.as_str(), &filters);
+        Ok(Response::new(pb::ListLineageEventsResponse {
+            events: events.into_iter().map(|(_, e)| event_to_pb(e)).collect(),
+            next_page_token,
+            version,
+        }))
+    }
+
     async fn resync_missing(
         &self,
         request: Request<pb::ResyncMissingRequest>,

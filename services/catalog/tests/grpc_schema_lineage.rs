@@ -265,7 +265,7 @@ async fn catalogs_with_text_typed_schemas_keep_working() {
 }
 
 /// A resync keeps the history: the original PostgreSQL source, query and
-/// ingest id stay visible after it.
+/// ingest id stay visible after it; ListLineageEvents pages through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_keeps_the_original_lineage_in_the_history() {
     let stack = Stack::start().await;
@@ -347,5 +347,64 @@ async fn resync_keeps_the_original_lineage_in_the_history() {
         .dataset
         .expect("dataset");
     assert!(basic.lineage_history.is_empty());
+
+    // ListLineageEvents pages through the same history, newest first.
+    let request = |name: &str, token: &str| pb::ListLineageEventsRequest {
+        name: name.to_owned(),
+        page_size: 1,
+        page_token: token.to_owned(),
+    };
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = stack
+            .catalog()
+            .list_lineage_events(request("staff", &token))
+            .await
+            .expect("list lineage events")
+            .into_inner();
+        assert_eq!(page.version, 2);
+        pages += 1;
+        listed.extend(page.events);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 2, "no empty last page");
+    assert_eq!(listed, dataset.lineage_history);
+    let lineage_token = stack
+        .catalog()
+        .list_lineage_events(request("staff", ""))
+        .await
+        .expect("list")
+        .into_inner()
+        .next_page_token;
+    let files_token = stack
+        .catalog()
+        .list_dataset_files(pb::ListDatasetFilesRequest {
+            name: "staff".to_owned(),
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list files")
+        .into_inner()
+        .next_page_token;
+    assert!(!files_token.is_empty());
+    for (name, token, code) in [
+        ("other", lineage_token.as_str(), Code::InvalidArgument),
+        ("staff", files_token.as_str(), Code::InvalidArgument),
+        ("staff", "v1.0011", Code::InvalidArgument),
+        ("absent", "", Code::NotFound),
+    ] {
+        let status = stack
+            .catalog()
+            .list_lineage_events(request(name, token))
+            .await
+            .expect_err(name);
+        assert_eq!(status.code(), code, "{name} {token}: {}", status.message());
+    }
     stack.shutdown().await;
 }

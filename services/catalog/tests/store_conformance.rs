@@ -17,8 +17,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use lakehouse_catalog::Error;
 use lakehouse_catalog::model::{
-    Column, Commit, CommitMode, DataFile, DatasetName, Lineage, LineageEventKind, ListQuery,
-    NewDataset, Schema, SourceKind, View,
+    Column, Commit, CommitMode, DataFile, DatasetName, LINEAGE_HISTORY_LIMIT, Lineage,
+    LineageEventKind, ListQuery, NewDataset, Schema, SourceKind, View,
 };
 use lakehouse_catalog::store::{CatalogStore, PostgresStore, SqliteStore, StoreOptions};
 use sqlx::Connection as _;
@@ -766,6 +766,56 @@ mod cases {
             Err(Error::NotFound { .. })
         ));
     }
+
+    /// ListLineageEvents' store side: pages by event number, newest first,
+    /// cover the whole history once, past the FULL view's limit.
+    pub async fn lineage_is_listed_in_pages(store: Arc<dyn CatalogStore>) {
+        let commits = LINEAGE_HISTORY_LIMIT as u64 + 5;
+        for version in 0..commits {
+            let mut next = commit(
+                "busy",
+                Some(version),
+                CommitMode::Replace,
+                vec![file(
+                    &format!("datasets/busy/p/part-{version:05}.parquet"),
+                    1,
+                )],
+            );
+            next.lineage = Some(Lineage {
+                source_kind: SourceKind::File,
+                source: format!("file-{version}.csv"),
+                ..Default::default()
+            });
+            store.commit(next).await.expect("commit");
+        }
+        let full = store.get(&name("busy"), View::Full).await.expect("get");
+        assert_eq!(full.lineage_history.len(), LINEAGE_HISTORY_LIMIT);
+        let mut seen = Vec::new();
+        let mut before: Option<i64> = None;
+        loop {
+            let (version, page) = store
+                .list_lineage(&name("busy"), before, 30)
+                .await
+                .expect("list lineage");
+            assert_eq!(version, commits);
+            assert!(page.len() <= 30);
+            let Some((last, _)) = page.last() else { break };
+            before = Some(*last);
+            seen.extend(page.into_iter().map(|(_, e)| e));
+        }
+        let versions: Vec<u64> = seen.iter().map(|e| e.dataset_version).collect();
+        assert_eq!(
+            versions,
+            (1..=commits).rev().collect::<Vec<_>>(),
+            "every event once, newest first"
+        );
+        assert_eq!(&seen[..LINEAGE_HISTORY_LIMIT], &full.lineage_history[..]);
+        assert_eq!(seen[commits as usize - 1].lineage.source, "file-0.csv");
+        assert!(matches!(
+            store.list_lineage(&name("none"), None, 10).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
 }
 
 /// A SQLite store in a temporary folder.
@@ -879,6 +929,7 @@ conformance_suite!(
     ten_thousand_files,
     retried_commit_applied_once,
     files_are_listed_in_pages,
+    lineage_is_listed_in_pages,
     lineage_history_keeps_every_event,
     append_may_add_nullable_columns,
 );

@@ -25,7 +25,9 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::error::{Error, Result};
-use crate::model::{Commit, DataFile, Dataset, DatasetName, ListQuery, NewDataset, View};
+use crate::model::{
+    Commit, DataFile, Dataset, DatasetName, LineageEvent, ListQuery, NewDataset, View,
+};
 use crate::redact::redact_secrets;
 
 /// The manifest store. Implementations are transactional: every method
@@ -64,6 +66,17 @@ pub trait CatalogStore: std::fmt::Debug + Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(u64, Vec<DataFile>)>;
+
+    /// One page of a dataset's lineage events, newest first (events older
+    /// than the one numbered `before`, at most `limit`), each with its
+    /// number, and the dataset's version; `NotFound` if absent. Numbers
+    /// only grow, so they page without skipping or repeating.
+    async fn list_lineage(
+        &self,
+        name: &DatasetName,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<(u64, Vec<(i64, LineageEvent)>)>;
 
     /// Closes the connections.
     async fn close(&self);

@@ -115,13 +115,27 @@ fn read_lineage(row: &DbRow, name: &str) -> Result<Lineage> {
 /// The newest [`LINEAGE_HISTORY_LIMIT`] lineage events of a dataset,
 /// newest first.
 async fn lineage_history(conn: &mut Conn, id: i64, name: &str) -> Result<Vec<LineageEvent>> {
-    let limit = i64::try_from(LINEAGE_HISTORY_LIMIT).unwrap_or(i64::MAX);
+    let events = lineage_events(conn, id, name, None, LINEAGE_HISTORY_LIMIT).await?;
+    Ok(events.into_iter().map(|(_, event)| event).collect())
+}
+
+/// At most `limit` lineage events of dataset row `id` numbered below
+/// `before`, newest first, with their numbers.
+async fn lineage_events(
+    conn: &mut Conn,
+    id: i64,
+    name: &str,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<(i64, LineageEvent)>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = sqlx::query(
-        "SELECT dataset_version, kind, source_kind, source, source_query, ingest_id, start_us, \
-         finish_us, snapshot_us, lineage_rows, lineage_bytes, added_columns, create_us \
-         FROM lineage_events WHERE dataset_id = $1 ORDER BY id DESC LIMIT $2",
+        "SELECT id, dataset_version, kind, source_kind, source, source_query, ingest_id, \
+         start_us, finish_us, snapshot_us, lineage_rows, lineage_bytes, added_columns, create_us \
+         FROM lineage_events WHERE dataset_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
     )
     .bind(id)
+    .bind(before.unwrap_or(i64::MAX))
     .bind(limit)
     .fetch_all(&mut *conn)
     .await
@@ -132,11 +146,12 @@ async fn lineage_history(conn: &mut Conn, id: i64, name: &str) -> Result<Vec<Lin
                 name: name.to_owned(),
                 reason,
             };
+            let number: i64 = column(row, "id")?;
             let version: i64 = column(row, "dataset_version")?;
             let kind: String = column(row, "kind")?;
             let added: String = column(row, "added_columns")?;
             let created: i64 = column(row, "create_us")?;
-            Ok(LineageEvent {
+            let event = LineageEvent {
                 dataset_version: u64::try_from(version)
                     .map_err(|_| corrupt("a lineage event's version is negative".to_owned()))?,
                 kind: LineageEventKind::from_stored(&kind),
@@ -145,9 +160,26 @@ async fn lineage_history(conn: &mut Conn, id: i64, name: &str) -> Result<Vec<Lin
                     .map_err(|e| corrupt(format!("a lineage event's added_columns: {e}")))?,
                 time: DateTime::<Utc>::from_timestamp_micros(created)
                     .ok_or_else(|| corrupt("a lineage event's time is out of range".to_owned()))?,
-            })
+            };
+            Ok((number, event))
         })
         .collect()
+}
+
+pub(super) async fn list_lineage(
+    pool: &Pool<Db>,
+    name: &DatasetName,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<(u64, Vec<(i64, LineageEvent)>)> {
+    const OP: &str = "list lineage events";
+    let mut tx = begin_read(pool).await.map_err(Error::db(OP))?;
+    let (id, dataset) = header(&mut tx, name.as_str())
+        .await?
+        .ok_or_else(|| not_found(name))?;
+    let events = lineage_events(&mut tx, id, name.as_str(), before, limit).await?;
+    tx.commit().await.map_err(Error::db(OP))?;
+    Ok((dataset.version, events))
 }
 
 /// Records one lineage event of dataset row `id`, in the caller's

@@ -15,7 +15,9 @@ use sqlx::{Pool, Transaction};
 
 use super::{CatalogStore, StoreOptions};
 use crate::error::{Error, Result};
-use crate::model::{Commit, DataFile, Dataset, DatasetName, ListQuery, NewDataset, View};
+use crate::model::{
+    Commit, DataFile, Dataset, DatasetName, LineageEvent, ListQuery, NewDataset, View,
+};
 use crate::redact::redact_secrets;
 
 // The same SQL, compiled against this backend's concrete types (see the
@@ -121,6 +123,15 @@ impl CatalogStore for SqliteStore {
         limit: usize,
     ) -> Result<(u64, Vec<DataFile>)> {
         sql::list_files(&self.pool, name, after, limit).await
+    }
+
+    async fn list_lineage(
+        &self,
+        name: &DatasetName,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<(u64, Vec<(i64, LineageEvent)>)> {
+        sql::list_lineage(&self.pool, name, before, limit).await
     }
 
     async fn close(&self) {

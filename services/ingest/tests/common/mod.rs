@@ -202,6 +202,13 @@ impl CatalogService for FakeCatalog {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn list_lineage_events(
+        &self,
+        _: Request<catalog::ListLineageEventsRequest>,
+    ) -> Result<Response<catalog::ListLineageEventsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn resync_dataset(
         &self,
         _: Request<catalog::ResyncDatasetRequest>,
