@@ -283,6 +283,7 @@ fn kill_9_mid_ingest_leaves_no_data_and_its_parts_are_swept() {
             .sweep_orphans(ingest::SweepOrphansRequest {
                 dry_run: false,
                 grace_seconds: Some(0),
+                request_id: String::new(),
             })
             .await
             .expect("SweepOrphans")

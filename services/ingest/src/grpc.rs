@@ -508,10 +508,16 @@ impl IngestService for IngestGrpc {
         let pb::SweepOrphansRequest {
             dry_run,
             grace_seconds,
+            request_id: id,
         } = request.into_inner();
+        let id = request_id(&id)?;
         let report = self
             .ingestor
-            .sweep_orphans(grace_seconds.map(Duration::from_secs), dry_run)
+            .sweep_orphans(
+                grace_seconds.map(Duration::from_secs),
+                dry_run,
+                (!id.is_empty()).then_some(id),
+            )
             .await?;
         let SweepReport {
             removed,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::Stream;
+use lakehouse_shared::request_id::RequestLog;
 use lakehouse_shared::secrets::SecretsProvider;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,9 @@ const HISTORY_WAIT: Duration = Duration::from_secs(15);
 
 /// How often a running IngestPostgres streams a progress event.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// SweepOrphans results kept for replay by request id.
+const SWEEPS_REMEMBERED: usize = 1024;
 
 /// One event of an IngestPostgres stream.
 #[derive(Debug, Clone)]
@@ -75,6 +79,8 @@ pub struct Ingestor {
     tasks: TaskTracker,
     /// One orphan sweep at a time (the periodic one and SweepOrphans).
     sweeping: tokio::sync::Mutex<()>,
+    /// Recent SweepOrphans results by request id, for retries.
+    sweeps: RequestLog<SweepReport>,
 }
 
 impl Ingestor {
@@ -100,6 +106,7 @@ impl Ingestor {
             draining: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
             sweeping: tokio::sync::Mutex::new(()),
+            sweeps: RequestLog::new(SWEEPS_REMEMBERED),
         }
     }
 
@@ -169,14 +176,27 @@ impl Ingestor {
     /// Removes the parts of ingests that died without committing (see
     /// [`crate::sweeper`]); `grace` overrides the configured one. Waits for
     /// the history, which says which ingests committed.
+    ///
+    /// With a `request_id`, a retry of a recent sweep returns its result:
+    /// checked again once this sweep's turn comes, so a retry sent while
+    /// the first call still runs waits for it and replays it.
     pub async fn sweep_orphans(
         &self,
         grace: Option<Duration>,
         dry_run: bool,
+        request_id: Option<String>,
     ) -> Result<SweepReport> {
+        let key = request_id.map(|id| format!("sweep/{id}"));
+        let recorded = || key.as_deref().and_then(|k| self.sweeps.get(k));
+        if let Some(report) = recorded() {
+            return Ok(report);
+        }
         self.history_ready().await?;
         let _one_at_a_time = self.sweeping.lock().await;
-        sweeper::sweep(
+        if let Some(report) = recorded() {
+            return Ok(report);
+        }
+        let report = sweeper::sweep(
             &self.ctx,
             &self.registry,
             &self.history,
@@ -185,7 +205,11 @@ impl Ingestor {
                 dry_run,
             },
         )
-        .await
+        .await?;
+        if let Some(key) = key {
+            self.sweeps.record(key, report.clone());
+        }
+        Ok(report)
     }
 
     /// Sweeps orphans every `interval` until shutdown, off the request
@@ -196,7 +220,7 @@ impl Ingestor {
                 () = self.shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            if let Err(error) = self.sweep_orphans(None, false).await {
+            if let Err(error) = self.sweep_orphans(None, false, None).await {
                 tracing::warn!(%error, "the periodic orphan sweep failed; the next one tries again");
             }
         }

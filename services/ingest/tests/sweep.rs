@@ -1,9 +1,9 @@
 //! SweepOrphans against the real storage and catalog services: committed
 //! parts and keys a manifest holds stay, the parts of dead ingests go (with
 //! grace 0), folders younger than the grace stay, a dry run removes
-//! nothing, keys outside ingest folders are never touched, and every
-//! removal is journaled in the ingest history, which a new process still
-//! reads.
+//! nothing, keys outside ingest folders are never touched, a retry with a
+//! request id replays its sweep, and every removal is journaled in the
+//! ingest history, which a new process still reads.
 
 #![allow(unused_crate_dependencies)]
 
@@ -43,14 +43,25 @@ async fn sweep(
     dry_run: bool,
     grace_seconds: Option<u64>,
 ) -> pb::SweepOrphansResponse {
+    sweep_once(client, dry_run, grace_seconds, "")
+        .await
+        .expect("sweep")
+}
+
+async fn sweep_once(
+    client: &mut lakehouse_client::IngestClient,
+    dry_run: bool,
+    grace_seconds: Option<u64>,
+    request_id: &str,
+) -> Result<pb::SweepOrphansResponse, tonic::Status> {
     client
         .sweep_orphans(pb::SweepOrphansRequest {
             dry_run,
             grace_seconds,
+            request_id: request_id.to_owned(),
         })
         .await
-        .expect("sweep")
-        .into_inner()
+        .map(tonic::Response::into_inner)
 }
 
 fn removed_keys(response: &pb::SweepOrphansResponse) -> BTreeSet<String> {
@@ -180,7 +191,9 @@ async fn sweep_removes_dead_ingests_parts_and_keeps_everything_else() {
     assert_eq!(dry.bytes_removed, expected_bytes);
 
     // With grace 0 the orphans go; everything else stays.
-    let swept = sweep(&mut client, false, Some(0)).await;
+    let swept = sweep_once(&mut client, false, Some(0), "sweep-1")
+        .await
+        .expect("sweep");
     assert_eq!(removed_keys(&swept), orphans);
     assert_eq!(swept.bytes_removed, expected_bytes);
     for object in &swept.removed {
@@ -202,6 +215,33 @@ async fn sweep_removes_dead_ingests_parts_and_keeps_everything_else() {
     // Nothing is left to sweep.
     let again = sweep(&mut client, false, Some(0)).await;
     assert!(again.removed.is_empty(), "{again:?}");
+
+    // A retry with the first sweep's request id returns its result and
+    // sweeps nothing new; another id sweeps; a bad id is refused.
+    let late = put(
+        format!(
+            "{}part-00000.parquet",
+            ingest_prefix(&ghost, &new_ingest_id())
+        ),
+        b"late part",
+    )
+    .await;
+    let replayed = sweep_once(&mut client, false, Some(0), "sweep-1")
+        .await
+        .expect("retried sweep");
+    assert_eq!(replayed, swept, "the first sweep's result");
+    assert!(
+        keys(&store, "datasets").await.contains(&late),
+        "not swept by a retry"
+    );
+    let bad = sweep_once(&mut client, false, Some(0), "not an id")
+        .await
+        .expect_err("a request id with spaces");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    let second = sweep_once(&mut client, false, Some(0), "sweep-2")
+        .await
+        .expect("sweep");
+    assert_eq!(removed_keys(&second), BTreeSet::from([late.clone()]));
 
     // Each removal is in the ingest history journal...
     let mut journal = String::new();
