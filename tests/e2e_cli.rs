@@ -109,6 +109,19 @@ fn cli_ingests_a_csv_shows_lists_and_deletes_the_dataset() {
         "{table}"
     );
 
+    // datasets lineage: every event, newest first (one commit so far).
+    let events = cli(
+        &server,
+        &["datasets", "lineage", "people", "--output", "json"],
+    )
+    .json_lines("datasets lineage");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["kind"], "LINEAGE_EVENT_KIND_COMMIT");
+    assert_eq!(events[0]["dataset_version"], 1);
+    assert_eq!(events[0]["lineage"]["source"], "x.csv");
+    let lines = cli(&server, &["datasets", "lineage", "people"]).ok("datasets lineage (table)");
+    assert!(lines.starts_with("1\tcommit\t"), "{lines}");
+
     // datasets show: schema, files, rows, version, lineage.
     let shown = cli(&server, &["datasets", "show", "people"]).ok("datasets show");
     for expected in ["rows:        250", "version:", "x.csv", "schema:", "score"] {

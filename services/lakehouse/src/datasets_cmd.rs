@@ -35,6 +35,13 @@ pub enum DatasetsCommand {
         #[arg(long)]
         files: bool,
     },
+    /// Every event that produced a version of a dataset, newest first:
+    /// commits (with their source, query and ingest), resyncs and schema
+    /// changes.
+    Lineage {
+        /// Dataset name.
+        name: String,
+    },
     /// Compare a dataset's manifest with its files in storage and repair
     /// it; without a name, every dataset whose files went missing.
     Resync {
@@ -68,6 +75,7 @@ pub async fn run(args: DatasetsArgs) -> Result<ExitCode> {
     match args.command {
         DatasetsCommand::Ls { prefix } => ls(&mut client, prefix, out).await?,
         DatasetsCommand::Show { name, files } => show(&mut client, name, files, out).await?,
+        DatasetsCommand::Lineage { name } => lineage(&mut client, name, out).await?,
         DatasetsCommand::Resync {
             name,
             dry_run,
@@ -127,6 +135,48 @@ async fn ls(client: &mut CatalogClient, prefix: String, out: Output) -> Result<(
                         .map(|l| l.source.clone())
                         .unwrap_or_default(),
                     time_text(d.update_time.as_ref()),
+                ]
+            });
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    table.finish();
+    Ok(())
+}
+
+async fn lineage(client: &mut CatalogClient, name: String, out: Output) -> Result<()> {
+    let mut table = Table::new(
+        out,
+        &["VERSION", "KIND", "TIME", "SOURCE", "DETAIL", "INGEST"],
+    );
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_lineage_events(pb::ListLineageEventsRequest {
+                name: name.clone(),
+                page_token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        for e in &page.events {
+            let l = e.lineage.clone().unwrap_or_default();
+            let detail = if e.added_columns.is_empty() {
+                l.query.clone()
+            } else {
+                format!("added {}", e.added_columns.join(", "))
+            };
+            table.row(&event_json(e), || {
+                vec![
+                    e.dataset_version.to_string(),
+                    event_kind(e),
+                    time_text(e.time.as_ref()),
+                    l.source.clone(),
+                    detail,
+                    l.ingest_id.clone(),
                 ]
             });
         }
@@ -267,13 +317,17 @@ async fn resync(
     Ok(())
 }
 
-/// One lineage event on a line: version, kind, then what it carried.
-fn event_text(e: &pb::LineageEvent) -> String {
-    let kind = e
-        .kind()
+/// An event's kind as people write it: `commit`, `resync`, `schema_change`.
+fn event_kind(e: &pb::LineageEvent) -> String {
+    e.kind()
         .as_str_name()
         .trim_start_matches("LINEAGE_EVENT_KIND_")
-        .to_lowercase();
+        .to_lowercase()
+}
+
+/// One lineage event on a line: version, kind, then what it carried.
+fn event_text(e: &pb::LineageEvent) -> String {
+    let kind = event_kind(e);
     let mut text = format!(
         "v{}\t{kind}\t{}",
         e.dataset_version,
@@ -355,29 +409,8 @@ fn dataset_json(d: &pb::Dataset) -> Value {
         .iter()
         .map(|c| json!({"name": c.name, "data_type": c.data_type, "nullable": c.nullable}))
         .collect();
-    let lineage_json = |l: &pb::Lineage| {
-        json!({
-            "source_kind": l.source_kind().as_str_name(), "source": l.source,
-            "query": l.query, "ingest_id": l.ingest_id,
-            "start_time": time_text(l.start_time.as_ref()),
-            "finish_time": time_text(l.finish_time.as_ref()),
-            "snapshot_time": time_text(l.snapshot_time.as_ref()),
-            "rows": l.rows, "bytes": l.bytes,
-        })
-    };
     let lineage = d.lineage.as_ref().map(lineage_json);
-    let history: Vec<Value> = d
-        .lineage_history
-        .iter()
-        .map(|e| {
-            json!({
-                "dataset_version": e.dataset_version, "kind": e.kind().as_str_name(),
-                "lineage": e.lineage.as_ref().map(lineage_json),
-                "added_columns": e.added_columns,
-                "time": time_text(e.time.as_ref()),
-            })
-        })
-        .collect();
+    let history: Vec<Value> = d.lineage_history.iter().map(event_json).collect();
     let mut value = json!({
         "name": d.name, "bucket": d.bucket, "description": d.description,
         "version": d.version, "row_count": d.row_count, "file_count": d.file_count,
@@ -397,4 +430,24 @@ fn dataset_json(d: &pb::Dataset) -> Value {
             .collect();
     }
     value
+}
+
+fn lineage_json(l: &pb::Lineage) -> Value {
+    json!({
+        "source_kind": l.source_kind().as_str_name(), "source": l.source,
+        "query": l.query, "ingest_id": l.ingest_id,
+        "start_time": time_text(l.start_time.as_ref()),
+        "finish_time": time_text(l.finish_time.as_ref()),
+        "snapshot_time": time_text(l.snapshot_time.as_ref()),
+        "rows": l.rows, "bytes": l.bytes,
+    })
+}
+
+fn event_json(e: &pb::LineageEvent) -> Value {
+    json!({
+        "dataset_version": e.dataset_version, "kind": e.kind().as_str_name(),
+        "lineage": e.lineage.as_ref().map(lineage_json),
+        "added_columns": e.added_columns,
+        "time": time_text(e.time.as_ref()),
+    })
 }
