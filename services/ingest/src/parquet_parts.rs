@@ -199,6 +199,7 @@ impl Encoder {
         }
         for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
             if !field.is_nullable()
+                && column.null_count() > 0
                 && let Some(index) = (0..column.len()).find(|&i| column.is_null(i))
             {
                 return Err(Error::NullInNotNullColumn {

@@ -35,6 +35,10 @@ pub const SCOPE_TABLE: &[(&str, Scope)] = &[
         "/lakehouse.catalog.v1.CatalogService/ListDatasetFiles",
         Read,
     ),
+    (
+        "/lakehouse.catalog.v1.CatalogService/ListLineageEvents",
+        Read,
+    ),
     // Ingest.
     ("/lakehouse.ingest.v1.IngestService/IngestPostgres", Write),
     ("/lakehouse.ingest.v1.IngestService/IngestFile", Write),
