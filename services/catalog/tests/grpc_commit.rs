@@ -12,22 +12,13 @@
 
 mod common;
 
-use common::Stack;
+use common::{Stack, data_file};
 use lakehouse_client::GrpcObjectStore;
 use lakehouse_proto::catalog::v1 as pb;
 use lakehouse_shared::status::error_reason;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use tonic::Code;
-
-fn data_file(key: &str, size: u64, rows: u64) -> pb::DataFile {
-    pb::DataFile {
-        key: key.to_owned(),
-        size_bytes: size,
-        row_count: rows,
-        etag: String::new(),
-    }
-}
 
 fn schema() -> pb::Schema {
     pb::Schema {
@@ -75,20 +66,6 @@ async fn exists(store: &GrpcObjectStore, key: &str) -> bool {
     }
 }
 
-async fn get(stack: &Stack, name: &str) -> pb::Dataset {
-    stack
-        .catalog()
-        .get_dataset(pb::GetDatasetRequest {
-            name: name.to_owned(),
-            view: pb::DatasetView::Full as i32,
-        })
-        .await
-        .expect("get dataset")
-        .into_inner()
-        .dataset
-        .expect("dataset")
-}
-
 async fn commit(
     stack: &Stack,
     request: pb::CommitFilesRequest,
@@ -133,7 +110,7 @@ async fn retried_commit_is_applied_once_even_after_a_restart() {
     // (expected_version 0 would fail with ABORTED if it ran).
     let replayed = commit(&stack, first.clone()).await.expect("retry");
     assert_eq!(replayed, original);
-    let now = get(&stack, "sales").await;
+    let now = stack.dataset("sales", pb::DatasetView::Full).await;
     assert_eq!((now.version, now.file_count, now.row_count), (2, 2, 15));
 
     // Across a restart: the id is in the catalog database, not in memory.
@@ -142,7 +119,7 @@ async fn retried_commit_is_applied_once_even_after_a_restart() {
         .await
         .expect("retry after restart");
     assert_eq!(replayed, original);
-    let now = get(&stack, "sales").await;
+    let now = stack.dataset("sales", pb::DatasetView::Full).await;
     assert_eq!((now.version, now.file_count, now.row_count), (2, 2, 15));
 
     // The same id for another dataset is refused, and creates nothing.
@@ -260,7 +237,10 @@ async fn commits_refuse_files_that_are_not_the_datasets() {
     );
 
     // Nothing was changed by the refusals; the right size is accepted.
-    assert_eq!(get(&stack, "sales").await.version, 1);
+    assert_eq!(
+        stack.dataset("sales", pb::DatasetView::Full).await.version,
+        1
+    );
     let accepted = commit(
         &stack,
         append("sales", None, vec![data_file(sized, size, 1)]),
@@ -383,7 +363,13 @@ async fn delete_touches_only_the_datasets_prefix() {
         exists(&store, sales2).await,
         "sales2 shares a name prefix, not a key prefix"
     );
-    assert_eq!(get(&stack, "sales2").await.file_count, 1);
+    assert_eq!(
+        stack
+            .dataset("sales2", pb::DatasetView::Full)
+            .await
+            .file_count,
+        1
+    );
     stack.shutdown().await;
 }
 

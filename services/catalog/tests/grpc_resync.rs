@@ -7,43 +7,12 @@
 
 mod common;
 
-use common::{Stack, batch, put_parquet};
+use common::{Stack, batch, column, data_file, put_parquet};
 use lakehouse_proto::catalog::v1 as pb;
 use lakehouse_proto::storage::v1 as spb;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use tonic::Code;
-
-fn column(name: &str, data_type: &str, nullable: bool) -> pb::Column {
-    pb::Column {
-        name: name.to_owned(),
-        data_type: data_type.to_owned(),
-        nullable,
-    }
-}
-
-fn data_file(key: &str, size: u64, rows: u64) -> pb::DataFile {
-    pb::DataFile {
-        key: key.to_owned(),
-        size_bytes: size,
-        row_count: rows,
-        etag: String::new(),
-    }
-}
-
-async fn get(stack: &Stack, name: &str) -> pb::Dataset {
-    stack
-        .catalog()
-        .get_dataset(pb::GetDatasetRequest {
-            name: name.to_owned(),
-            view: 0,
-        })
-        .await
-        .expect("get dataset")
-        .into_inner()
-        .dataset
-        .expect("dataset")
-}
 
 async fn resync(stack: &Stack, name: &str, dry_run: bool) -> pb::ResyncReport {
     resync_allowing(stack, name, dry_run, false).await
@@ -150,14 +119,14 @@ async fn drift_is_repaired_from_footers() {
         dry.problems[0].error
     );
     assert!(dry.bytes_read > 0);
-    let unchanged = get(&stack, "sales").await;
+    let unchanged = stack.dataset("sales", pb::DatasetView::Full).await;
     assert_eq!(unchanged, registered, "a dry run changes nothing");
 
     // The real thing.
     let applied = resync(&stack, "sales", false).await;
     assert!(applied.drifted && applied.applied);
     assert_eq!(applied.version, 2);
-    let repaired = get(&stack, "sales").await;
+    let repaired = stack.dataset("sales", pb::DatasetView::Full).await;
     assert_eq!(repaired.version, 2);
     assert_eq!(repaired.row_count, 100 + 200 + 300);
     assert_eq!(repaired.size_bytes, sizes.iter().sum::<u64>());
@@ -220,7 +189,11 @@ async fn drift_is_repaired_from_footers() {
         "{}",
         refused.message()
     );
-    assert_eq!(get(&stack, "sales").await.version, 2, "nothing changed");
+    assert_eq!(
+        stack.dataset("sales", pb::DatasetView::Full).await.version,
+        2,
+        "nothing changed"
+    );
     let dry = resync(&stack, "sales", true).await;
     assert!(!dry.applied && !dry.refused_row_loss);
     assert_eq!((dry.rows_lost, dry.files_lost), (200, 1));
@@ -242,7 +215,7 @@ async fn drift_is_repaired_from_footers() {
         .expect("removed");
     assert_eq!(removed.before.as_ref().map(|f| f.row_count), Some(200));
     assert!(removed.after.is_none());
-    let after = get(&stack, "sales").await;
+    let after = stack.dataset("sales", pb::DatasetView::Full).await;
     assert_eq!(after.row_count, 100 + 300 + 50);
     assert_eq!(after.file_count, 3);
 
@@ -340,9 +313,28 @@ async fn resync_missing_repairs_only_drifted_datasets() {
         .into_inner();
     assert_eq!(applied.reports.len(), 2);
     assert!(applied.reports.iter().all(|r| r.applied));
-    assert_eq!(get(&stack, "stale").await.row_count, 25);
-    assert_eq!(get(&stack, "nostats").await.row_count, 30);
-    assert_eq!(get(&stack, "healthy").await.version, 1, "left alone");
+    assert_eq!(
+        stack
+            .dataset("stale", pb::DatasetView::Full)
+            .await
+            .row_count,
+        25
+    );
+    assert_eq!(
+        stack
+            .dataset("nostats", pb::DatasetView::Full)
+            .await
+            .row_count,
+        30
+    );
+    assert_eq!(
+        stack
+            .dataset("healthy", pb::DatasetView::Full)
+            .await
+            .version,
+        1,
+        "left alone"
+    );
 
     let clean = catalog
         .resync_missing(pb::ResyncMissingRequest {
@@ -385,7 +377,10 @@ async fn resync_reads_only_footers() {
     let served = stack.served() - before;
     assert!(report.applied);
     assert_eq!(changes(&report, pb::FileChangeKind::Added).len(), 4);
-    assert_eq!(get(&stack, "big").await.row_count, 1_000_000);
+    assert_eq!(
+        stack.dataset("big", pb::DatasetView::Full).await.row_count,
+        1_000_000
+    );
     eprintln!(
         "resync of {stored} bytes: storage served {served} bytes, the report counts {}",
         report.bytes_read
@@ -429,7 +424,7 @@ async fn lineage_secrets_are_redacted() {
             .into_inner()
             .dataset
             .expect("dataset");
-        let stored = get(&stack, name).await;
+        let stored = stack.dataset(name, pb::DatasetView::Full).await;
         for dataset in [committed, stored] {
             let lineage = dataset.lineage.expect("lineage");
             assert!(!lineage.source.contains("hunter2"), "{}", lineage.source);
@@ -660,7 +655,7 @@ async fn resync_never_adopts_uncommitted_ingest_parts() {
     assert!(!report.drifted && !report.applied, "{report:?}");
     assert_eq!(report.uncommitted_keys, leftovers);
     assert!(report.file_changes.is_empty(), "{report:?}");
-    let dataset = get(&stack, "people").await;
+    let dataset = stack.dataset("people", pb::DatasetView::Full).await;
     assert_eq!((dataset.row_count, dataset.version), (100, 1));
 
     let missing = catalog
@@ -672,7 +667,13 @@ async fn resync_never_adopts_uncommitted_ingest_parts() {
         .expect("resync missing")
         .into_inner();
     assert!(missing.reports.is_empty(), "{:?}", missing.reports);
-    assert_eq!(get(&stack, "people").await.row_count, 100);
+    assert_eq!(
+        stack
+            .dataset("people", pb::DatasetView::Full)
+            .await
+            .row_count,
+        100
+    );
 
     // With real drift too (a hand-placed part outside any ingest folder is
     // still adopted), the leftovers stay out and are reported.
@@ -689,7 +690,7 @@ async fn resync_never_adopts_uncommitted_ingest_parts() {
         ["datasets/people/manual/part-00000.parquet"]
     );
     assert_eq!(repaired.uncommitted_keys, leftovers);
-    let dataset = get(&stack, "people").await;
+    let dataset = stack.dataset("people", pb::DatasetView::Full).await;
     assert_eq!(dataset.row_count, 105);
     assert!(dataset.files.iter().any(|f| f.key == committed));
     stack.shutdown().await;
@@ -754,8 +755,21 @@ async fn resync_missing_refuses_row_loss_per_dataset() {
         .find(|r| r.dataset == "growing")
         .expect("growing reported");
     assert!(growing.applied && !growing.refused_row_loss);
-    assert_eq!(get(&stack, "losing").await.row_count, 10, "left unchanged");
-    assert_eq!(get(&stack, "growing").await.row_count, 15);
+    assert_eq!(
+        stack
+            .dataset("losing", pb::DatasetView::Full)
+            .await
+            .row_count,
+        10,
+        "left unchanged"
+    );
+    assert_eq!(
+        stack
+            .dataset("growing", pb::DatasetView::Full)
+            .await
+            .row_count,
+        15
+    );
 
     let allowed = catalog
         .resync_missing(pb::ResyncMissingRequest {
@@ -767,7 +781,7 @@ async fn resync_missing_refuses_row_loss_per_dataset() {
         .into_inner();
     assert_eq!(allowed.reports.len(), 1);
     assert!(allowed.reports[0].applied);
-    let losing = get(&stack, "losing").await;
+    let losing = stack.dataset("losing", pb::DatasetView::Full).await;
     assert_eq!((losing.row_count, losing.file_count), (0, 0));
     stack.shutdown().await;
 }

@@ -6,27 +6,10 @@
 
 mod common;
 
-use common::{Stack, batch, put_parquet};
+use common::{Stack, batch, column, data_file, put_parquet};
 use lakehouse_proto::catalog::v1 as pb;
 use sqlx::Connection as _;
 use tonic::Code;
-
-fn column(name: &str, data_type: &str, nullable: bool) -> pb::Column {
-    pb::Column {
-        name: name.to_owned(),
-        data_type: data_type.to_owned(),
-        nullable,
-    }
-}
-
-fn data_file(key: &str, size: u64, rows: u64) -> pb::DataFile {
-    pb::DataFile {
-        key: key.to_owned(),
-        size_bytes: size,
-        row_count: rows,
-        etag: String::new(),
-    }
-}
 
 /// The columns of `common::batch`: with `label`, the wider schema.
 fn schema(label: bool) -> pb::Schema {
@@ -38,20 +21,6 @@ fn schema(label: bool) -> pb::Schema {
         columns.push(column("label", "Utf8", true));
     }
     pb::Schema { columns }
-}
-
-async fn get(stack: &Stack, name: &str) -> pb::Dataset {
-    stack
-        .catalog()
-        .get_dataset(pb::GetDatasetRequest {
-            name: name.to_owned(),
-            view: pb::DatasetView::Full as i32,
-        })
-        .await
-        .expect("get dataset")
-        .into_inner()
-        .dataset
-        .expect("dataset")
 }
 
 async fn resync(stack: &Stack, name: &str, dry_run: bool) -> pb::ResyncReport {
@@ -228,7 +197,7 @@ async fn catalogs_with_text_typed_schemas_keep_working() {
     conn.close().await.expect("close");
     let stack = stack.restart().await;
 
-    let read = get(&stack, "legacy").await;
+    let read = stack.dataset("legacy", pb::DatasetView::Full).await;
     assert_eq!(read.schema, Some(schema(false)));
     // The migration starts the history with the lineage the dataset held.
     let history: Vec<(u64, i32, &str)> = read
@@ -303,7 +272,7 @@ async fn resync_keeps_the_original_lineage_in_the_history() {
     let report = resync(&stack, "staff", false).await;
     assert!(report.applied, "{report:?}");
 
-    let dataset = get(&stack, "staff").await;
+    let dataset = stack.dataset("staff", pb::DatasetView::Full).await;
     assert_eq!(dataset.version, 2);
     let latest = dataset.lineage.expect("lineage");
     assert_eq!(latest.source_kind, pb::SourceKind::Resync as i32);

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use lakehouse_catalog::{CatalogConfig, CatalogRuntime};
 use lakehouse_client::{CatalogClient, GrpcObjectStore, StorageClient};
+use lakehouse_proto::catalog::v1 as pb;
 use lakehouse_shared::secrets::StaticSecrets;
 use lakehouse_shared::server::GrpcServer;
 use lakehouse_storage::{Bucket, BucketRegistry, BucketsFile, Storage};
@@ -145,6 +146,20 @@ impl Drop for Stack {
 }
 
 impl Stack {
+    /// A dataset as GetDataset returns it in `view`.
+    pub async fn dataset(&self, name: &str, view: pb::DatasetView) -> pb::Dataset {
+        self.catalog()
+            .get_dataset(pb::GetDatasetRequest {
+                name: name.to_owned(),
+                view: view as i32,
+            })
+            .await
+            .expect("get dataset")
+            .into_inner()
+            .dataset
+            .expect("dataset")
+    }
+
     /// Two local buckets under a new temporary folder: `main` (the
     /// default, counting the bytes it serves) and `other`.
     pub async fn start() -> Self {
@@ -250,6 +265,25 @@ impl Stack {
 /// A batch of `rows` rows: `id` Int64 (not null), `value` Float64, and
 /// with `extra`, a `label` Utf8 column. Values are unique so encodings
 /// cannot shrink them: a file's size tracks its row count.
+/// A schema column.
+pub fn column(name: &str, data_type: &str, nullable: bool) -> pb::Column {
+    pb::Column {
+        name: name.to_owned(),
+        data_type: data_type.to_owned(),
+        nullable,
+    }
+}
+
+/// A file entry of a commit.
+pub fn data_file(key: &str, size: u64, rows: u64) -> pb::DataFile {
+    pb::DataFile {
+        key: key.to_owned(),
+        size_bytes: size,
+        row_count: rows,
+        etag: String::new(),
+    }
+}
+
 pub fn batch(rows: usize, first_id: i64, extra: bool) -> RecordBatch {
     let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(
         (0..rows as i64).map(|i| first_id + i),
