@@ -240,9 +240,40 @@ pub enum Error {
         dataset: String,
     },
 
-    /// A task of the pipeline failed unexpectedly.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A task of the pipeline panicked or was torn down (a bug, or the
+    /// process stopping); nothing was committed.
+    #[error("the {task} stopped unexpectedly: {reason}; nothing was committed")]
+    TaskFailed {
+        /// Which task: "parquet encoder", "parquet reader", "parallel reader".
+        task: &'static str,
+        /// What the runtime reported.
+        reason: String,
+    },
+
+    /// A reader could not hand a batch to the Parquet encoder because the
+    /// encoder had already stopped; the encoder's own error is the one to
+    /// report, and this only stands in when there is none.
+    #[error("the parquet encoder stopped early")]
+    EncoderStopped,
+
+    /// A text decoder consumed no input and produced no batch: a bug in the
+    /// decoder's use, reported instead of looping forever.
+    #[error("the {format} decoder made no progress")]
+    DecoderStalled {
+        /// "csv" or "ndjson".
+        format: &'static str,
+    },
+
+    /// The temporary file an uploaded Parquet file is spooled to (Parquet
+    /// needs random access) could not be used.
+    #[error("the spool file for the upload could not be {action}: {source}")]
+    Spool {
+        /// "created", "written", "rewound" or "reopened".
+        action: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Result with the ingest [`Error`].
@@ -267,9 +298,13 @@ impl Error {
             Error::Value { .. }
             | Error::UnexpectedNull { .. }
             | Error::NullInNotNullColumn { .. } => Code::FailedPrecondition,
-            Error::Framing(_) | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
-                Code::Internal
-            }
+            Error::Framing(_)
+            | Error::Arrow(_)
+            | Error::Parquet(_)
+            | Error::TaskFailed { .. }
+            | Error::EncoderStopped
+            | Error::DecoderStalled { .. }
+            | Error::Spool { .. } => Code::Internal,
             Error::Storage { source, .. } => match **source {
                 object_store::Error::PermissionDenied { .. } => Code::PermissionDenied,
                 object_store::Error::Unauthenticated { .. } => Code::Unauthenticated,
@@ -413,9 +448,13 @@ impl Error {
             Error::ManifestUnsettled { dataset } => {
                 ("MANIFEST_UNSETTLED", vec![("dataset", dataset.clone())])
             }
-            Error::Framing(_) | Error::Arrow(_) | Error::Parquet(_) | Error::Internal(_) => {
-                ("INTERNAL", vec![])
-            }
+            Error::Framing(_)
+            | Error::Arrow(_)
+            | Error::Parquet(_)
+            | Error::TaskFailed { .. }
+            | Error::EncoderStopped
+            | Error::DecoderStalled { .. }
+            | Error::Spool { .. } => ("INTERNAL", vec![]),
         }
     }
 }

@@ -148,7 +148,10 @@ where
             let file = spool(&mut chunks, options.max_upload_bytes, cancel).await?;
             let (file, schema) = tokio::task::spawn_blocking(move || parquet_schema(file))
                 .await
-                .map_err(|e| Error::Internal(format!("parquet reader stopped: {e}")))??;
+                .map_err(|e| Error::TaskFailed {
+                    task: "parquet reader",
+                    reason: e.to_string(),
+                })??;
             let (expected, target) = pipeline::preflight(ctx, &request.target).await?;
             let batch_rows = options.batch_rows;
             let progress_for_reader = progress.clone();
@@ -164,7 +167,10 @@ where
                     )
                 })
                 .await
-                .map_err(|e| Error::Internal(format!("parquet reader stopped: {e}")))?
+                .map_err(|e| Error::TaskFailed {
+                    task: "parquet reader",
+                    reason: e.to_string(),
+                })?
             };
             pipeline::run(
                 ctx,
@@ -453,9 +459,7 @@ where
             match decoder.flush().map_err(|e| located(format, &e, lines))? {
                 Some(batch) => rows += send(batch, &sender, &progress, &cancel).await?,
                 None if consumed == 0 => {
-                    return Err(Error::Internal(format!(
-                        "the {format} decoder made no progress"
-                    )));
+                    return Err(Error::DecoderStalled { format });
                 }
                 None => {}
             }
@@ -473,7 +477,7 @@ async fn send(
     tokio::select! {
         biased;
         _ = cancel.cancelled() => return Err(Error::Cancelled),
-        sent = sender.send(batch) => sent.map_err(|_| Error::Internal("the parquet encoder stopped early".to_owned()))?,
+        sent = sender.send(batch) => sent.map_err(|_| Error::EncoderStopped)?,
     }
     progress.add_rows(n);
     Ok(n)
@@ -495,8 +499,10 @@ async fn spool<S>(chunks: &mut S, limit: u64, cancel: &CancellationToken) -> Res
 where
     S: Stream<Item = Result<Bytes>> + Unpin,
 {
-    let file = tempfile::tempfile()
-        .map_err(|e| Error::Internal(format!("cannot create a spool file: {e}")))?;
+    let file = tempfile::tempfile().map_err(|source| Error::Spool {
+        action: "created",
+        source,
+    })?;
     let mut file = tokio::fs::File::from_std(file);
     let mut size = 0u64;
     loop {
@@ -518,19 +524,27 @@ where
         }
         tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
             .await
-            .map_err(|e| Error::Internal(format!("cannot write the spool file: {e}")))?;
+            .map_err(|source| Error::Spool {
+                action: "written",
+                source,
+            })?;
     }
     let mut file = file.into_std().await;
     file.flush()
         .and_then(|()| file.rewind())
-        .map_err(|e| Error::Internal(format!("cannot rewind the spool file: {e}")))?;
+        .map_err(|source| Error::Spool {
+            action: "rewound",
+            source,
+        })?;
     Ok(file)
 }
 
 fn parquet_schema(file: std::fs::File) -> Result<(std::fs::File, SchemaRef)> {
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        file.try_clone()
-            .map_err(|e| Error::Internal(format!("spool file: {e}")))?,
+        file.try_clone().map_err(|source| Error::Spool {
+            action: "reopened",
+            source,
+        })?,
     )
     .map_err(|e| Error::File {
         format: "parquet",
@@ -572,7 +586,7 @@ fn read_parquet(
         let n = batch.num_rows() as u64;
         sender
             .blocking_send(batch)
-            .map_err(|_| Error::Internal("the parquet encoder stopped early".to_owned()))?;
+            .map_err(|_| Error::EncoderStopped)?;
         rows += n;
         progress.add_rows(n);
     }

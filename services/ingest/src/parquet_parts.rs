@@ -100,8 +100,10 @@ pub fn start(
     let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || span.in_scope(|| encoder.run(receiver)));
     let task = tokio::spawn(async move {
-        task.await
-            .map_err(|e| Error::Internal(format!("the parquet encoder stopped: {e}")))?
+        task.await.map_err(|e| Error::TaskFailed {
+            task: "parquet encoder",
+            reason: e.to_string(),
+        })?
     });
     Ok((sender, task))
 }

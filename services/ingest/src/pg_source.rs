@@ -302,7 +302,7 @@ async fn send(
         _ = cancel.cancelled() => return Err(Error::Cancelled),
         sent = batches.send(batch) => sent.map_err(|_| {
             // The encoder stopped; its own error is the one reported.
-            Error::Internal("the parquet encoder stopped early".to_owned())
+            Error::EncoderStopped
         })?,
     }
     progress.add_rows(rows);

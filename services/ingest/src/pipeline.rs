@@ -286,12 +286,15 @@ where
     }
     let encoded = encoder
         .await
-        .map_err(|e| Error::Internal(format!("the parquet encoder stopped: {e}")))
+        .map_err(|e| Error::TaskFailed {
+            task: "parquet encoder",
+            reason: e.to_string(),
+        })
         .and_then(|r| r);
     let written = match (produced, encoded) {
         (Ok(rows), Ok(parts)) => Ok((rows, parts)),
         // The encoder's own error explains a producer that could not send.
-        (Err(Error::Internal(_)), Err(error)) => Err(error),
+        (Err(Error::EncoderStopped), Err(error)) => Err(error),
         (Err(error), _) => Err(error),
         (Ok(_), Err(error)) => Err(error),
     };

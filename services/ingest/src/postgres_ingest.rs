@@ -239,9 +239,10 @@ pub async fn run(
                 Ok(outcome) => outcome,
                 // Aborted after another reader failed: that error is reported.
                 Err(join) if join.is_cancelled() => continue,
-                Err(join) => Err(Error::Internal(format!(
-                    "a parallel reader stopped: {join}"
-                ))),
+                Err(join) => Err(Error::TaskFailed {
+                    task: "parallel reader",
+                    reason: join.to_string(),
+                }),
             };
             match (outcome, &mut result) {
                 (Ok(rows), Ok(total)) => *total += rows,
