@@ -20,3 +20,4 @@ mod e2e_telemetry;
 mod e2e_tls;
 mod e2e_trace_ingest;
 mod e2e_vector;
+mod e2e_vector_crash;

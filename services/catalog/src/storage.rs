@@ -2,7 +2,6 @@
 //! deletes, ranged reads (as an `ObjectStore`) and the error journal.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lakehouse_client::{GrpcObjectStore, StorageClient};
 use lakehouse_proto::storage::v1 as pb;
@@ -15,8 +14,6 @@ use crate::resync::Listed;
 
 /// Keys asked for per ListObjects call.
 const LIST_PAGE: i32 = 1000;
-/// A journal report is best effort: never hold a request up for longer.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The service name in journal entries.
 const SERVICE: &str = "catalog";
 
@@ -155,21 +152,16 @@ impl StorageAccess {
     /// (ListErrors). Best effort: when storage itself is down this fails
     /// too, so the failure is also logged here.
     pub async fn report_error(&self, operation: &str, bucket: &str, key: &str, message: &str) {
-        tracing::warn!(operation, bucket, key, message, "catalog failure");
-        let request = pb::ReportErrorRequest {
-            service: SERVICE.to_owned(),
-            operation: operation.to_owned(),
-            message: message.to_owned(),
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-        };
-        let mut client = self.client.clone();
-        match tokio::time::timeout(REPORT_TIMEOUT, client.report_error(request)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(status)) => {
-                tracing::warn!(code = ?status.code(), error = status.message(), "could not journal a catalog failure");
-            }
-            Err(_) => tracing::warn!("could not journal a catalog failure: storage did not answer"),
-        }
+        lakehouse_client::report_error(
+            &self.client,
+            lakehouse_client::ErrorReport {
+                service: SERVICE,
+                operation,
+                bucket,
+                key,
+                message,
+            },
+        )
+        .await;
     }
 }

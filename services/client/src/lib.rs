@@ -26,10 +26,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 mod error;
+mod error_journal;
 mod object_store_adapter;
 mod upload;
 
 pub use error::{Error, Result, chain as error_chain};
+pub use error_journal::{ErrorReport, report_error};
 pub use object_store_adapter::{GrpcObjectStore, RescueUsed};
 pub use upload::{FileUpload, UPLOAD_CHUNK_BYTES, chunked, file_upload};
 

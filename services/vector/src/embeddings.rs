@@ -825,6 +825,9 @@ fn checked_norm(spec: &LoadSpec, row: &[f32], row_number: u64) -> Result<f32> {
             format!("component {c} is {}", row[c]),
         ));
     }
+    if let Some(problem) = crate::checks::magnitude_problem(row) {
+        return Err(bad_row(spec, row_number, problem));
+    }
     if !spec.normalize {
         return Ok(1.0);
     }

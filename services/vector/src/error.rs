@@ -68,6 +68,29 @@ pub enum Error {
         hint: &'static str,
     },
 
+    /// The index's record cannot be read: it can only be listed and deleted.
+    #[error(
+        "index {index:?} is damaged: {reason}; DeleteIndex removes it (its files with it), then CreateIndex builds it anew"
+    )]
+    IndexDamaged {
+        /// The index.
+        index: String,
+        /// Why its record cannot be read.
+        reason: String,
+    },
+
+    /// The index's active generation cannot be loaded (damaged files, or
+    /// storage unreachable at start).
+    #[error(
+        "index {index:?} cannot be searched: {reason}; see ListErrors, then RebuildIndex or PromoteGeneration to a READY generation"
+    )]
+    IndexUnavailable {
+        /// The index.
+        index: String,
+        /// Why.
+        reason: String,
+    },
+
     /// The generation is not in a state that allows the operation.
     #[error("generation {generation} of index {index:?} is {state}; {hint}")]
     GenerationState {

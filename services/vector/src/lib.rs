@@ -6,10 +6,15 @@
 //! Layout: [`hnsw`] (build and frozen search over flat arrays), `simd` (the
 //! distance kernels, the one module with `unsafe`), [`metric`], `exact`
 //! (brute force), `embeddings` and `cache` (loading vectors from Parquet),
-//! `store` (how generations live in storage), `service` (the operations)
-//! and [`grpc`], which only converts and delegates.
+//! `store` and `json_record` (how records and generations live in storage,
+//! every byte checksummed), `registry` (index records and the generation
+//! state machine, crash-safe, with recovery at start), `service` (index
+//! operations), `builder` (builds), `search`, `progress` (build events) and
+//! [`grpc`], which only converts and delegates.
 
+mod builder;
 mod cache;
+mod checks;
 mod config;
 mod embeddings;
 mod error;
@@ -17,7 +22,11 @@ mod exact;
 mod generation;
 pub mod grpc;
 pub mod hnsw;
+mod json_record;
 pub mod metric;
+mod progress;
+mod registry;
+mod search;
 mod service;
 mod simd;
 mod store;
@@ -33,11 +42,15 @@ pub use embeddings::{DataFile, Embeddings, LoadSpec};
 pub use error::{Error, Result};
 pub use exact::exact_search;
 pub use metric::Metric;
+pub use registry::record::GenerationState;
 pub use service::{DEFAULT_EF_SEARCH, DEFAULT_K, MAX_K, VectorService};
-pub use store::{GenerationState, IndexStore, generation_prefix, record_key};
+pub use store::{IndexStore, generation_prefix, record_key};
 
 #[cfg(test)]
-use {lakehouse_catalog as _, lakehouse_storage as _, tempfile as _, tokio_util as _};
+use {
+    async_trait as _, lakehouse_catalog as _, lakehouse_storage as _, tempfile as _,
+    tokio_util as _,
+};
 
 /// The vector service with its peers' clients.
 #[derive(Debug, Clone)]

@@ -8,16 +8,19 @@
 //! indexes/<name>/gen-<n>/manifest.json    written last: the generation is whole
 //! ```
 //!
-//! A generation without its manifest was interrupted (a crash mid-persist)
-//! and is never loaded; the record is replaced with one put, so it is
-//! either the old or the new one.
+//! Every byte read back is checked: the record and the manifest are sealed
+//! JSON ([`crate::json_record`]); the manifest holds a CRC32C of each
+//! section of `graph.bin` and of `rows.parquet`, verified before a
+//! generation is loaded. A generation without its manifest was interrupted
+//! (a crash mid-persist) and is never loaded; the record is replaced with
+//! one put, so it is either the old or the new one.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::array::RecordBatchReader as _;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
@@ -29,108 +32,35 @@ use tokio::io::AsyncWriteExt as _;
 use crate::Metric;
 use crate::error::{Error, Result};
 use crate::hnsw::{Graph, HnswParams};
+use crate::json_record::{JsonRecords, path};
+use crate::registry::record::IndexRecord;
 
 /// Where every index lives.
 pub const INDEXES_PREFIX: &str = "indexes/";
 
-/// State of one generation, as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GenerationState {
-    /// Being built.
-    Building,
-    /// Whole in storage.
-    Ready,
-    /// The build failed.
-    Failed,
-    /// The build was cancelled.
-    Cancelled,
-}
+/// The files of a generation, the manifest last.
+const GENERATION_FILES: [&str; 3] = ["graph.bin", "rows.parquet", "manifest.json"];
 
-/// One generation, as recorded in the index record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GenerationRecord {
-    /// Number.
-    pub generation: u64,
-    /// Build parameters.
-    pub params: HnswParams,
-    /// State.
-    pub state: GenerationState,
-    /// Dataset version it is built from.
-    pub dataset_version: u64,
-    /// Vectors.
-    pub vector_count: u64,
-    /// Dimensions.
-    pub dimensions: u32,
-    /// When the build started.
-    pub create_time: DateTime<Utc>,
-    /// Load + insert + persist time.
-    pub build_ms: u64,
-    /// Memory when loaded.
-    pub memory_bytes: u64,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// The request that started it (replays survive restarts).
-    pub request_id: Option<String>,
-}
+/// Names of `graph.bin`'s sections, in [`Graph::to_sections`] order.
+const GRAPH_SECTIONS: [&str; 7] = [
+    "header",
+    "levels",
+    "padding",
+    "base links",
+    "upper offsets",
+    "upper links",
+    "vectors",
+];
 
-/// An index's definition, settings and generations: `index.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IndexRecord {
-    /// Name.
+/// One section of `graph.bin` and its checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SectionSum {
+    /// What the section holds.
     pub name: String,
-    /// Dataset.
-    pub dataset: String,
-    /// Id column.
-    pub id_column: String,
-    /// Text column, if any.
-    pub text_column: Option<String>,
-    /// Vector column.
-    pub vector_column: String,
-    /// Payload columns.
-    pub payload_columns: Vec<String>,
-    /// Metric.
-    pub metric: Metric,
-    /// Live search setting.
-    pub ef_search: u32,
-    /// Inactive ready generations kept.
-    pub retained_generations: u32,
-    /// Created.
-    pub create_time: DateTime<Utc>,
-    /// Last change.
-    pub update_time: DateTime<Utc>,
-    /// The CreateIndex request id.
-    pub create_request_id: Option<String>,
-    /// Active generation; 0 before the first is ready.
-    pub active: u64,
-    /// Earlier active generations, most recent last (for rollback).
-    pub previous: Vec<u64>,
-    /// Every generation kept, oldest first.
-    pub generations: Vec<GenerationRecord>,
-    /// The number the next generation gets.
-    pub next_generation: u64,
-}
-
-impl IndexRecord {
-    /// The row columns a generation keeps: id, then text, then payload.
-    pub fn row_columns(&self) -> Vec<String> {
-        std::iter::once(self.id_column.clone())
-            .chain(self.text_column.clone())
-            .chain(self.payload_columns.iter().cloned())
-            .collect()
-    }
-
-    /// One generation's record.
-    pub fn generation(&self, generation: u64) -> Option<&GenerationRecord> {
-        self.generations.iter().find(|g| g.generation == generation)
-    }
-
-    /// One generation's record, to change.
-    pub fn generation_mut(&mut self, generation: u64) -> Option<&mut GenerationRecord> {
-        self.generations
-            .iter_mut()
-            .find(|g| g.generation == generation)
-    }
+    /// Its length.
+    pub bytes: u64,
+    /// CRC32C of its bytes.
+    pub crc32c: u32,
 }
 
 /// Written last into a generation's folder.
@@ -152,6 +82,31 @@ pub struct GenerationManifest {
     pub params: HnswParams,
     /// Metric.
     pub metric: Metric,
+    /// Sections of graph.bin with their CRC32C; empty in a generation
+    /// stored before checksums (loaded unverified, with a warning).
+    #[serde(default)]
+    pub graph_sections: Vec<SectionSum>,
+    /// CRC32C of rows.parquet; absent before checksums.
+    #[serde(default)]
+    pub rows_crc32c: Option<u32>,
+}
+
+/// What is stored under one index's folder, from one listing.
+#[derive(Debug, Clone, Default)]
+pub struct IndexListing {
+    /// Generations with any file, each with the names of its files.
+    pub generations: BTreeMap<u64, BTreeSet<String>>,
+    /// Keys that are neither the record nor a generation's file.
+    pub strays: Vec<String>,
+}
+
+impl IndexListing {
+    /// Whether `generation` has its manifest (its files were finished).
+    pub fn has_manifest(&self, generation: u64) -> bool {
+        self.generations
+            .get(&generation)
+            .is_some_and(|files| files.contains("manifest.json"))
+    }
 }
 
 /// Key of an index's record.
@@ -164,24 +119,20 @@ pub fn generation_prefix(index: &str, generation: u64) -> String {
     format!("{INDEXES_PREFIX}{index}/gen-{generation}/")
 }
 
-fn path(key: &str) -> Result<Path> {
-    Path::parse(key).map_err(|e| Error::Storage {
-        operation: "address",
-        key: key.to_owned(),
-        source: e.into(),
-    })
-}
-
 /// Index and generation files over one object store.
 #[derive(Debug, Clone)]
 pub struct IndexStore {
     store: Arc<dyn ObjectStore>,
+    records: JsonRecords,
 }
 
 impl IndexStore {
     /// Over `store` (the default bucket).
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self {
+            records: JsonRecords::new(store.clone()),
+            store,
+        }
     }
 
     /// The object store, for loaders.
@@ -189,7 +140,7 @@ impl IndexStore {
         self.store.clone()
     }
 
-    /// Names of every index with a record.
+    /// Names of every index folder (with a record or not).
     pub async fn list_indexes(&self) -> Result<Vec<String>> {
         let listing = self
             .store
@@ -205,48 +156,53 @@ impl IndexStore {
         Ok(names)
     }
 
-    /// The record of `index`, or `None` when it has none.
-    pub async fn read_record(&self, index: &str) -> Result<Option<IndexRecord>> {
-        self.read_json("index record", record_key(index)).await
+    /// Every generation file and stray key under an index's folder.
+    pub async fn list_index(&self, index: &str) -> Result<IndexListing> {
+        let prefix = format!("{INDEXES_PREFIX}{index}/");
+        let keys: Vec<String> = self
+            .store
+            .list(Some(&path(&prefix)?))
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .map_err(Error::storage("list", &prefix))?;
+        let mut listing = IndexListing::default();
+        for key in keys {
+            let rest = key.strip_prefix(&prefix).unwrap_or(&key);
+            if rest == "index.json" {
+                continue;
+            }
+            let generation = rest
+                .split_once('/')
+                .filter(|(_, file)| GENERATION_FILES.contains(file))
+                .and_then(|(folder, file)| {
+                    let n = folder.strip_prefix("gen-")?.parse::<u64>().ok()?;
+                    Some((n, file.to_owned()))
+                });
+            match generation {
+                Some((n, file)) => {
+                    listing.generations.entry(n).or_default().insert(file);
+                }
+                None => listing.strays.push(key),
+            }
+        }
+        Ok(listing)
     }
 
-    /// A JSON object, or `None` when it does not exist.
-    async fn read_json<T: serde::de::DeserializeOwned>(
-        &self,
-        what: &'static str,
-        key: String,
-    ) -> Result<Option<T>> {
-        let bytes = match self.store.get(&path(&key)?).await {
-            Ok(got) => got.bytes().await.map_err(Error::storage("read", &key))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(source) => return Err(Error::storage("read", key)(source)),
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Corrupt {
-                what,
-                key,
-                reason: e.to_string(),
-            })
+    /// The record of `index`, or `None` when it has none.
+    pub async fn read_record(&self, index: &str) -> Result<Option<IndexRecord>> {
+        self.records.read("index record", &record_key(index)).await
     }
 
     /// Replaces the record of its index (one put: old or new, never half).
     pub async fn write_record(&self, record: &IndexRecord) -> Result<()> {
-        let key = record_key(&record.name);
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| Error::Corrupt {
-            what: "index record",
-            key: key.clone(),
-            reason: e.to_string(),
-        })?;
-        self.store
-            .put(&path(&key)?, PutPayload::from(bytes))
+        self.records
+            .write("index record", &record_key(&record.name), record)
             .await
-            .map_err(Error::storage("write", key))?;
-        Ok(())
     }
 
     /// Writes a generation: graph, rows, then the manifest that makes it
-    /// whole. Returns the manifest.
+    /// whole, with a CRC32C of every section. Returns the manifest.
     pub async fn write_generation(
         &self,
         index: &str,
@@ -263,14 +219,26 @@ impl IndexStore {
             8 * 1024 * 1024,
         );
         let mut graph_bytes = 0u64;
-        for section in graph.to_sections() {
+        let mut graph_sections = Vec::new();
+        for (i, section) in graph.to_sections().iter().enumerate() {
+            let mut crc = 0u32;
             for chunk in section.chunks(4 * 1024 * 1024) {
+                crc = crc32c::crc32c_append(crc, chunk);
                 writer
                     .write_all(chunk)
                     .await
                     .map_err(|e| Error::storage("write", &graph_key)(io_error(e)))?;
-                graph_bytes += chunk.len() as u64;
             }
+            graph_bytes += section.len() as u64;
+            graph_sections.push(SectionSum {
+                name: GRAPH_SECTIONS
+                    .get(i)
+                    .copied()
+                    .unwrap_or("section")
+                    .to_owned(),
+                bytes: section.len() as u64,
+                crc32c: crc,
+            });
         }
         writer
             .shutdown()
@@ -284,6 +252,7 @@ impl IndexStore {
             reason: e.to_string(),
         })?;
         let rows_len = rows_bytes.len() as u64;
+        let rows_crc32c = crc32c::crc32c(&rows_bytes);
         self.store
             .put(&path(&rows_key)?, PutPayload::from(rows_bytes))
             .await
@@ -298,17 +267,12 @@ impl IndexStore {
             dataset_version,
             params: graph.params(),
             metric: graph.metric(),
+            graph_sections,
+            rows_crc32c: Some(rows_crc32c),
         };
-        let manifest_key = format!("{prefix}manifest.json");
-        let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Corrupt {
-            what: "manifest",
-            key: manifest_key.clone(),
-            reason: e.to_string(),
-        })?;
-        self.store
-            .put(&path(&manifest_key)?, PutPayload::from(body))
-            .await
-            .map_err(Error::storage("write", &manifest_key))?;
+        self.records
+            .write("manifest", &format!("{prefix}manifest.json"), &manifest)
+            .await?;
         Ok(manifest)
     }
 
@@ -319,10 +283,12 @@ impl IndexStore {
         generation: u64,
     ) -> Result<Option<GenerationManifest>> {
         let key = format!("{}manifest.json", generation_prefix(index, generation));
-        self.read_json("manifest", key).await
+        self.records.read("manifest", &key).await
     }
 
-    /// Reads a whole generation back, checking it against its manifest.
+    /// Reads a whole generation back, checking every byte against its
+    /// manifest: sizes, each section's CRC32C, then the graph's own
+    /// structure. A damaged generation is [`Error::Corrupt`], never loaded.
     pub async fn read_generation(
         &self,
         index: &str,
@@ -335,7 +301,8 @@ impl IndexStore {
             .ok_or_else(|| Error::Corrupt {
                 what: "generation",
                 key: prefix.clone(),
-                reason: "it has no manifest (its build never finished)".to_owned(),
+                reason: "it has no manifest (its build never finished, or its files are gone)"
+                    .to_owned(),
             })?;
         let graph_key = format!("{prefix}graph.bin");
         let rows_key = format!("{prefix}rows.parquet");
@@ -357,10 +324,42 @@ impl IndexStore {
                 ),
             ));
         }
-        let graph = tokio::task::spawn_blocking(move || Graph::from_bytes(&graph_bytes))
-            .await
-            .map_err(|_| Error::Task("graph decode"))?
-            .map_err(|e| corrupt("graph", &graph_key, e.to_string()))?;
+        if rows_bytes.len() as u64 != manifest.rows_bytes {
+            return Err(corrupt(
+                "rows",
+                &rows_key,
+                format!(
+                    "{} bytes, the manifest says {}",
+                    rows_bytes.len(),
+                    manifest.rows_bytes
+                ),
+            ));
+        }
+        if let Some(expected) = manifest.rows_crc32c {
+            let sum = crc32c::crc32c(&rows_bytes);
+            if sum != expected {
+                return Err(corrupt(
+                    "rows",
+                    &rows_key,
+                    format!("CRC32C {sum:#010x}, the manifest says {expected:#010x}"),
+                ));
+            }
+        }
+        if manifest.graph_sections.is_empty() {
+            tracing::warn!(
+                index,
+                generation,
+                "generation stored before checksums: loaded unverified; rebuild it to get checksums"
+            );
+        }
+        let sections = manifest.graph_sections.clone();
+        let graph = tokio::task::spawn_blocking(move || {
+            verify_sections(&graph_bytes, &sections)?;
+            Graph::from_bytes(&graph_bytes).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|_| Error::Task("graph decode"))?
+        .map_err(|reason| corrupt("graph", &graph_key, reason))?;
         let rows = decode_rows(rows_bytes).map_err(|e| corrupt("rows", &rows_key, e))?;
         if rows.num_rows() != graph.len() || graph.len() as u64 != manifest.vector_count {
             return Err(corrupt(
@@ -392,26 +391,55 @@ impl IndexStore {
             .await
             .map_err(Error::storage("list", prefix))?;
         for key in &keys {
-            match self.store.delete(key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(Error::storage("delete", key.to_string())(source)),
-            }
+            self.delete_key(key.as_ref()).await?;
         }
         Ok(keys.len() as u64)
     }
 
-    /// Deletes an index's record (first, so a crash mid-delete leaves no
-    /// half index), then its files.
-    pub async fn delete_index(&self, index: &str) -> Result<()> {
-        let key = record_key(index);
-        match self.store.delete(&path(&key)?).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(source) => return Err(Error::storage("delete", key)(source)),
+    /// Deletes one object; one already gone is not an error.
+    pub async fn delete_key(&self, key: &str) -> Result<()> {
+        match self.store.delete(&path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(Error::storage("delete", key)(source)),
         }
+    }
+
+    /// Deletes an index's record (first, so a crash mid-delete leaves no
+    /// half index: startup removes a folder without a record), then its
+    /// files.
+    pub async fn delete_index(&self, index: &str) -> Result<()> {
+        self.delete_key(&record_key(index)).await?;
         self.delete_prefix(&format!("{INDEXES_PREFIX}{index}/"))
             .await
             .map(|_| ())
     }
+}
+
+/// Checks `bytes` section by section against the manifest's checksums.
+fn verify_sections(bytes: &[u8], sections: &[SectionSum]) -> std::result::Result<(), String> {
+    if sections.is_empty() {
+        return Ok(());
+    }
+    let mut at = 0usize;
+    for section in sections {
+        let end = usize::try_from(section.bytes)
+            .ok()
+            .and_then(|len| at.checked_add(len))
+            .filter(|end| *end <= bytes.len())
+            .ok_or_else(|| format!("section {} runs past the end of the file", section.name))?;
+        let sum = crc32c::crc32c(&bytes[at..end]);
+        if sum != section.crc32c {
+            return Err(format!(
+                "section {} (bytes {at}..{end}) has CRC32C {sum:#010x}, the manifest says {:#010x}",
+                section.name, section.crc32c
+            ));
+        }
+        at = end;
+    }
+    if at != bytes.len() {
+        return Err(format!("{} bytes after the last section", bytes.len() - at));
+    }
+    Ok(())
 }
 
 fn encode_rows(rows: &RecordBatch) -> std::result::Result<Vec<u8>, parquet::errors::ParquetError> {

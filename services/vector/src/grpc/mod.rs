@@ -22,12 +22,13 @@ use crate::Metric;
 use crate::error::Error;
 use crate::generation::LoadedGeneration;
 use crate::hnsw::HnswParams;
+use crate::progress::{BuildEvent, BuildTicket, Phase, Progress};
+use crate::registry::record::{GenerationRecord, GenerationState};
+use crate::search::{SearchQuery, SearchResult};
 use crate::service::{
-    BuildEvent, BuildTicket, DEFAULT_EF_SEARCH, DEFAULT_K, DEFAULT_RETAINED, IndexView,
-    MAX_BATCH_QUERIES, MAX_EF_SEARCH, MAX_K, NewIndex, Phase, SearchQuery, SearchResult,
-    VectorService,
+    DEFAULT_EF_SEARCH, DEFAULT_K, DEFAULT_RETAINED, IndexView, MAX_BATCH_QUERIES, MAX_EF_SEARCH,
+    MAX_K, NewIndex, VectorService,
 };
-use crate::store::{GenerationRecord, GenerationState};
 
 mod trials;
 
@@ -85,6 +86,16 @@ pub fn status(error: &Error) -> Status {
         Error::IndexNotReady { index, .. } => (
             Code::FailedPrecondition,
             "INDEX_NOT_READY",
+            vec![("index", index.clone())],
+        ),
+        Error::IndexDamaged { index, .. } => (
+            Code::DataLoss,
+            "INDEX_DAMAGED",
+            vec![("index", index.clone())],
+        ),
+        Error::IndexUnavailable { index, .. } => (
+            Code::FailedPrecondition,
+            "INDEX_UNAVAILABLE",
             vec![("index", index.clone())],
         ),
         Error::GenerationState {
@@ -382,6 +393,7 @@ fn generation_state(state: GenerationState) -> pb::GenerationState {
         GenerationState::Ready => pb::GenerationState::Ready,
         GenerationState::Failed => pb::GenerationState::Failed,
         GenerationState::Cancelled => pb::GenerationState::Cancelled,
+        GenerationState::Damaged => pb::GenerationState::Damaged,
     }
 }
 
@@ -404,7 +416,11 @@ fn generation_pb(g: &GenerationRecord, active: u64) -> pb::Generation {
 fn index_pb(view: &IndexView) -> pb::Index {
     let r = &view.record;
     let active = r.generation(r.active);
-    let state = if r.active > 0 {
+    let state = if view.damaged.is_some() {
+        pb::IndexState::Damaged
+    } else if view.load_error.is_some() {
+        pb::IndexState::LoadFailed
+    } else if r.active > 0 {
         pb::IndexState::Ready
     } else if r
         .generations
@@ -416,8 +432,9 @@ fn index_pb(view: &IndexView) -> pb::Index {
         pb::IndexState::Failed
     };
     let error = view
-        .load_error
+        .damaged
         .clone()
+        .or_else(|| view.load_error.clone())
         .or_else(|| r.generations.last().and_then(|g| g.error.clone()))
         .unwrap_or_default();
     let dataset_version = active.map_or(0, |g| g.dataset_version);
@@ -451,7 +468,7 @@ fn index_pb(view: &IndexView) -> pb::Index {
     }
 }
 
-fn progress_pb(p: crate::service::Progress) -> pb::BuildProgress {
+fn progress_pb(p: Progress) -> pb::BuildProgress {
     let phase = match p.phase {
         Phase::Queued => pb::BuildPhase::Queued,
         Phase::Loading => pb::BuildPhase::Loading,
@@ -525,7 +542,7 @@ fn build_stream<T: From<BuildMessage> + Send + 'static>(
         {
             return;
         }
-        let mut last: Option<crate::service::Progress> = None;
+        let mut last: Option<Progress> = None;
         loop {
             let event = events.borrow_and_update().clone();
             match event {
@@ -556,6 +573,7 @@ fn build_stream<T: From<BuildMessage> + Send + 'static>(
                                 memory_bytes: 0,
                                 current_dataset_version: None,
                                 load_error: None,
+                                damaged: None,
                             })
                         }),
                         generation: view.as_ref().and_then(|(record, gens)| {

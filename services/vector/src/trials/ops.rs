@@ -26,7 +26,10 @@ use crate::embeddings::{self, DataFile, LoadSpec};
 use crate::error::{Error, Result};
 use crate::generation::LoadedGeneration;
 use crate::hnsw::{self, Graph, HnswParams};
-use crate::service::{IndexEntry, LEVEL_SEED, MAX_EF_SEARCH, Phase, Progress, VectorService};
+use crate::progress::{Phase, Progress};
+use crate::registry::record::GenerationState;
+use crate::registry::{IndexEntry, Outcome, Reserved};
+use crate::service::{LEVEL_SEED, MAX_EF_SEARCH, VectorService};
 
 /// Default queries of a sampled eval set.
 pub const DEFAULT_QUERY_COUNT: usize = 100;
@@ -222,6 +225,9 @@ pub fn prepare_vector(index: &str, dim: usize, metric: Metric, vector: &mut [f32
             "components must be finite numbers",
         ));
     }
+    if let Some(problem) = crate::checks::magnitude_problem(vector) {
+        return Err(Error::invalid("vector", problem));
+    }
     if metric.normalizes() {
         let norm = Metric::norm(vector);
         if norm == 0.0 {
@@ -248,7 +254,7 @@ impl VectorService {
             return Err(Error::EvalSetExists { name: new.name });
         }
         let entry = self.entry(&new.index)?;
-        let active = entry.active.read().clone();
+        let active = entry.active();
         let Some(active) = active else {
             return Err(self.not_ready(&new.index, &entry));
         };
@@ -386,7 +392,7 @@ impl VectorService {
             .collect();
         let estimate = files.iter().map(|f| f.size).sum();
         let store: Arc<dyn ObjectStore> = Arc::new(GrpcObjectStore::new(
-            self.storage_client(),
+            self.storage.clone(),
             manifest.bucket.clone(),
         ));
         self.cache()
@@ -531,7 +537,7 @@ impl VectorService {
     /// Checks an index and eval set for a run and reads the queries.
     async fn setup(&self, index: &str, eval_set: &str, k: Option<usize>) -> Result<Setup> {
         let entry = self.entry(index)?;
-        let active = entry.active.read().clone();
+        let active = entry.active();
         let Some(active) = active else {
             return Err(self.not_ready(index, &entry));
         };
@@ -606,7 +612,7 @@ impl VectorService {
         }
         let setup = self.setup(&new.index, &new.eval_set, new.k).await?;
         let sweep = if new.ef_search.is_empty() {
-            vec![setup.entry.record.lock().ef_search]
+            vec![setup.entry.with_record(|r| r.ef_search)]
         } else {
             new.ef_search.clone()
         };
@@ -1125,7 +1131,8 @@ impl VectorService {
     }
 
     /// Persists a built graph as a new generation of `entry`'s index (made
-    /// active when `promote`), recorded like a RebuildIndex generation.
+    /// active when `promote`), through the same state machine as a
+    /// RebuildIndex generation: reserve, write the files, finish.
     async fn adopt_generation(
         &self,
         entry: &Arc<IndexEntry>,
@@ -1134,24 +1141,17 @@ impl VectorService {
         build_ms: u64,
         promote: bool,
     ) -> Result<Arc<LoadedGeneration>> {
-        let _writer = entry.writer.lock().await;
-        let name = entry.record.lock().name.clone();
-        if !self.is_registered(&name, entry) {
+        let name = entry.name().to_owned();
+        if !self.registry.is_registered(&name, entry) {
             return Err(Error::IndexNotFound { name });
         }
-        let (generation, record) = {
-            let mut record = entry.record.lock();
-            let generation = record.next_generation;
-            record.next_generation += 1;
-            record
-                .generations
-                .push(crate::service::new_generation(generation, params, None));
-            record.update_time = Utc::now();
-            (generation, record.clone())
+        let Reserved::New(generation, _) = self.registry.reserve(entry, Some(params), None).await?
+        else {
+            return Err(Error::Task("reserve a generation"));
         };
-        self.store().write_record(&record).await?;
         built.generation = generation;
         let written = self
+            .registry
             .store()
             .write_generation(
                 &name,
@@ -1162,48 +1162,27 @@ impl VectorService {
             )
             .await;
         let loaded = Arc::new(built);
-        let record = {
-            let mut record = entry.record.lock();
-            if let Some(g) = record.generation_mut(generation) {
-                match &written {
-                    Ok(_) => {
-                        g.state = crate::store::GenerationState::Ready;
-                        g.build_ms = build_ms;
-                        g.memory_bytes = loaded.memory_bytes();
-                        g.vector_count = loaded.graph.len() as u64;
-                        g.dimensions = loaded.graph.dim() as u32;
-                        g.dataset_version = loaded.dataset_version;
-                    }
-                    Err(error) => {
-                        g.state = crate::store::GenerationState::Failed;
-                        g.error = Some(error.to_string());
-                    }
-                }
+        match written {
+            Ok(_) => {
+                let outcome = Outcome::Ready {
+                    loaded: loaded.clone(),
+                    build_ms,
+                    promote,
+                };
+                self.registry.finish(entry, generation, outcome).await?;
+                Ok(loaded)
             }
-            if written.is_ok() && promote {
-                if record.active > 0 {
-                    let previous = record.active;
-                    record.previous.push(previous);
-                }
-                record.active = generation;
-                *entry.active.write() = Some(loaded.clone());
+            Err(error) => {
+                let outcome = Outcome::Ended {
+                    state: GenerationState::Failed,
+                    error: error.to_string(),
+                    build_ms,
+                };
+                // The write's error is the one to report; finish only logs.
+                let _ = self.registry.finish(entry, generation, outcome).await;
+                Err(error)
             }
-            record.update_time = Utc::now();
-            record.clone()
-        };
-        let record = self.apply_retention(entry, record).await;
-        self.store().write_record(&record).await?;
-        if let Err(error) = written {
-            if let Err(cleanup) = self
-                .store()
-                .delete_prefix(&crate::store::generation_prefix(&name, generation))
-                .await
-            {
-                tracing::warn!(index = %name, generation, %cleanup, "cannot remove a failed trial generation");
-            }
-            return Err(error);
         }
-        Ok(loaded)
     }
 }
 

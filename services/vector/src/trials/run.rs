@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::record::TrialRecord;
 use crate::error::Error;
 use crate::hnsw::BuildControl;
-use crate::service::Progress;
+use crate::progress::Progress;
 
 /// How a run ended.
 #[derive(Debug, Clone)]

@@ -1,0 +1,86 @@
+//! Checks every vector and id must pass before it is indexed or searched:
+//! distances that fit in f32, and one row per id.
+
+use std::collections::HashMap;
+
+use arrow::array::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+
+use crate::error::{Error, Result};
+
+/// Largest squared norm a vector may have: any two such vectors are at an
+/// L2 distance of at most `4 * MAX_SQUARED_NORM` = f32::MAX, and their dot
+/// product stays within f32 too, so no distance overflows to infinity.
+pub const MAX_SQUARED_NORM: f64 = f32::MAX as f64 / 4.0;
+
+/// Why `vector` (finite components already checked) cannot be compared in
+/// f32, if it cannot: its squared norm, summed in f64, is past
+/// [`MAX_SQUARED_NORM`].
+pub fn magnitude_problem(vector: &[f32]) -> Option<String> {
+    let squared: f64 = vector.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    (squared > MAX_SQUARED_NORM).then(|| {
+        let (c, v) = vector
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .map_or((0, 0.0), |(c, v)| (c, *v));
+        format!(
+            "its squared norm {squared:e} is past {MAX_SQUARED_NORM:e}, where distances overflow f32 (largest: component {c} = {v:e}); scale the vectors down"
+        )
+    })
+}
+
+/// Refuses a dataset with two rows of one id, naming both rows (ids are the
+/// first row column). Without this a search could return one id twice.
+pub fn check_unique_ids(dataset: &str, rows: &RecordBatch) -> Result<()> {
+    let Some(ids) = rows.columns().first() else {
+        return Ok(());
+    };
+    let converter = RowConverter::new(vec![SortField::new(ids.data_type().clone())])
+        .map_err(|e| Error::invalid("id_column", e.to_string()))?;
+    let encoded = converter
+        .convert_columns(std::slice::from_ref(ids))
+        .map_err(|e| Error::invalid("id_column", e.to_string()))?;
+    let mut seen: HashMap<&[u8], usize> = HashMap::with_capacity(encoded.num_rows());
+    for (row, id) in encoded.iter().enumerate() {
+        if let Some(first) = seen.insert(id.data(), row) {
+            let shown = arrow::util::display::array_value_to_string(ids, row)
+                .unwrap_or_else(|_| "?".to_owned());
+            return Err(Error::BadRow {
+                dataset: dataset.to_owned(),
+                row: row as u64,
+                problem: format!("id {shown} is also the id of row {first}; ids must be unique"),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn a_duplicate_id_is_refused_naming_both_rows() {
+        let ids: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c", "b"]));
+        let rows = RecordBatch::try_from_iter([("id", ids)]).expect("batch");
+        let error = check_unique_ids("docs", &rows).expect_err("duplicate");
+        let text = error.to_string();
+        assert!(text.contains("row 3") && text.contains("row 1"), "{text}");
+        let ids: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+        let rows = RecordBatch::try_from_iter([("id", ids)]).expect("batch");
+        check_unique_ids("docs", &rows).expect("unique");
+    }
+
+    #[test]
+    fn vectors_whose_distances_overflow_f32_are_refused() {
+        assert!(magnitude_problem(&[1e38; 128]).is_some());
+        assert!(magnitude_problem(&[1e19, 1e19]).is_some());
+        assert!(magnitude_problem(&[1e18; 4]).is_none());
+        assert!(magnitude_problem(&[0.5; 768]).is_none());
+    }
+}
