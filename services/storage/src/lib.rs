@@ -78,6 +78,7 @@ impl StorageRuntime {
                 file
             }
         };
+        let started = std::time::Instant::now();
         let registry = BucketRegistry::build(&file, secrets.as_ref())?;
         let storage = Arc::new(Storage::new(registry, config.probe_timeout));
         let stop = CancellationToken::new();
@@ -91,6 +92,7 @@ impl StorageRuntime {
             config.leftover_sweep_interval,
             config.leftover_grace,
             stop.clone(),
+            started,
         ));
         Ok(Self {
             storage,

@@ -40,9 +40,25 @@ impl Storage {
     /// journals each removal. A bucket that cannot be read is skipped (its
     /// failure is journaled as any other); the next sweep tries again.
     pub async fn sweep_leftovers(&self, grace: Duration) -> Vec<Leftover> {
+        self.sweep(grace, true).await
+    }
+
+    /// At start, removes the local backend's temp files written before
+    /// this process started: no upload of this process can own them, so
+    /// they are what a killed process left (a vector build's `graph.bin#1`
+    /// of 100 MB, say), and they need not wait out the grace period.
+    /// Staged multipart uploads wait for the periodic sweep: in a shared
+    /// S3 bucket another storage process may still own them.
+    pub async fn sweep_dead_temp_files(&self, started: std::time::Instant) -> Vec<Leftover> {
+        self.sweep(started.elapsed(), false).await
+    }
+
+    async fn sweep(&self, grace: Duration, staged: bool) -> Vec<Leftover> {
         let mut removed = Vec::new();
         for bucket in self.registry().all() {
-            removed.extend(self.sweep_staged_uploads(bucket, grace).await);
+            if staged {
+                removed.extend(self.sweep_staged_uploads(bucket, grace).await);
+            }
             if let Backend::Local { root } = &bucket.backend {
                 let root = root.clone();
                 let found = tokio::task::spawn_blocking(move || remove_temp_files(&root, grace))
@@ -173,7 +189,9 @@ pub async fn sweep_periodically(
     interval: Duration,
     grace: Duration,
     stop: tokio_util::sync::CancellationToken,
+    started: std::time::Instant,
 ) {
+    storage.sweep_dead_temp_files(started).await;
     if interval.is_zero() {
         return;
     }

@@ -387,3 +387,38 @@ async fn put_object_answers_what_head_object_reports() {
         assert!(!put.etag.is_empty(), "{key}: a local object has an ETag");
     }
 }
+
+#[tokio::test]
+async fn temp_files_a_dead_process_left_go_at_start_without_waiting_for_the_grace() {
+    let (server, dir) = server().await;
+    let root = dir.path().join("main");
+    let write = |relative: &str| {
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, b"half written").expect("write");
+    };
+    // A killed vector build's graph, and a staged upload another storage
+    // process could still own.
+    write("indexes/i/gen-3/graph.bin#1");
+    write("_lakehouse/uploads/00000000000000000001-42-0");
+    std::thread::sleep(Duration::from_millis(30));
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(30));
+    // An upload of this process, in progress.
+    write("indexes/i/gen-4/graph.bin#2");
+
+    let removed: Vec<String> = server
+        .storage
+        .sweep_dead_temp_files(started)
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(removed, ["indexes/i/gen-3/graph.bin#1"]);
+    assert!(!root.join("indexes/i/gen-3/graph.bin#1").exists());
+    assert!(root.join("indexes/i/gen-4/graph.bin#2").exists());
+    assert!(
+        root.join("_lakehouse/uploads/00000000000000000001-42-0")
+            .exists()
+    );
+}
