@@ -603,7 +603,11 @@ async fn hot_swap_under_search_load_and_crash_mid_persist() {
         .bytes()
         .await
         .expect("bytes");
-    let mut record: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+    // Stored sealed ({"crc32c", "body"}); written back unsealed below, as
+    // a record from before checksums, which is still read.
+    let sealed: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+    assert!(sealed["crc32c"].is_u64(), "the record is sealed: {sealed}");
+    let mut record = sealed["body"].clone();
     let mut crashed = record["generations"][0].clone();
     crashed["generation"] = 3.into();
     crashed["state"] = "building".into();
