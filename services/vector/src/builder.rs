@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::generation::LoadedGeneration;
 use crate::hnsw::{self, BuildControl, HnswParams};
 use crate::progress::{BuildEvent, BuildTicket, Phase, Progress, RunningBuild};
-use crate::registry::record::{GenerationRecord, GenerationState};
+use crate::record::{GenerationRecord, GenerationState};
 use crate::registry::{IndexEntry, Outcome};
 use crate::service::{LEVEL_SEED, VectorService, state_name};
 

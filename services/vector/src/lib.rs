@@ -25,6 +25,7 @@ pub mod hnsw;
 mod json_record;
 pub mod metric;
 mod progress;
+mod record;
 mod registry;
 mod search;
 mod service;
@@ -42,7 +43,7 @@ pub use embeddings::{DataFile, Embeddings, LoadSpec};
 pub use error::{Error, Result};
 pub use exact::exact_search;
 pub use metric::Metric;
-pub use registry::record::GenerationState;
+pub use record::GenerationState;
 pub use service::{DEFAULT_EF_SEARCH, DEFAULT_K, MAX_K, VectorService};
 pub use store::{IndexStore, generation_prefix, record_key};
 

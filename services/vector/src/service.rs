@@ -18,7 +18,7 @@ use crate::config::VectorConfig;
 use crate::error::{Error, Result};
 use crate::hnsw::HnswParams;
 use crate::progress::BuildTicket;
-use crate::registry::record::{GenerationRecord, GenerationState, IndexRecord, Swap};
+use crate::record::{GenerationRecord, GenerationState, IndexRecord, Swap};
 use crate::registry::{IndexEntry, IndexRegistry, Reserved};
 use crate::store::IndexStore;
 

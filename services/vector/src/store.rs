@@ -33,7 +33,7 @@ use crate::Metric;
 use crate::error::{Error, Result};
 use crate::hnsw::{Graph, HnswParams};
 use crate::json_record::{JsonRecords, path};
-use crate::registry::record::IndexRecord;
+use crate::record::IndexRecord;
 
 /// Where every index lives.
 pub const INDEXES_PREFIX: &str = "indexes/";

@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::generation::LoadedGeneration;
 use crate::hnsw::HnswParams;
 use crate::progress::{BuildEvent, BuildTicket, Phase, Progress};
-use crate::registry::record::{GenerationRecord, GenerationState};
+use crate::record::{GenerationRecord, GenerationState};
 use crate::search::{SearchQuery, SearchResult};
 use crate::service::{
     DEFAULT_EF_SEARCH, DEFAULT_K, DEFAULT_RETAINED, IndexView, MAX_BATCH_QUERIES, MAX_EF_SEARCH,

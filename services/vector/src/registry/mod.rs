@@ -6,7 +6,6 @@
 //! any step leaves either the old or the new record, both naming only whole
 //! generations; [`recovery`] finishes what a crash interrupted at start.
 
-pub mod record;
 mod recovery;
 #[cfg(test)]
 mod tests;
@@ -23,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::generation::LoadedGeneration;
 use crate::hnsw::HnswParams;
 use crate::progress::RunningBuild;
+use crate::record::{Built, GenerationState, IndexRecord, Swap};
 use crate::store::{IndexStore, generation_prefix};
-use record::{Built, GenerationState, IndexRecord, Swap};
 
 /// One index: its record as stored, the generation searches use, its
 /// running builds.

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::store::{INDEXES_PREFIX, generation_prefix};
 
-use super::record::{Built, GenerationState};
 use super::{IndexEntry, IndexRegistry};
+use crate::record::{Built, GenerationState};
 
 impl IndexRegistry {
     /// Recovers and registers one index folder.

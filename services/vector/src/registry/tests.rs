@@ -20,12 +20,12 @@ use object_store::{
     ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
-use super::record::{GenerationState, IndexRecord, Swap};
 use super::{IndexRegistry, Outcome, Reserved};
 use crate::Metric;
 use crate::error::{Error, Result};
 use crate::generation::LoadedGeneration;
 use crate::hnsw::{self, BuildControl, HnswParams};
+use crate::record::{GenerationState, IndexRecord, Swap};
 use crate::store::{INDEXES_PREFIX, IndexStore, record_key};
 
 const N: usize = 200;

@@ -21,7 +21,6 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -32,6 +31,7 @@ use super::measure::EvalQuery;
 use crate::Metric;
 use crate::error::{Error, Result};
 use crate::exact::exact_search;
+use crate::json_record::{JsonRecords, path};
 
 /// Where every eval set lives.
 pub const EVALS_PREFIX: &str = "evals/";
@@ -285,20 +285,16 @@ pub fn decode(name: &str, bytes: Bytes) -> Result<Vec<EvalQuery>> {
 #[derive(Debug)]
 pub struct EvalSetStore {
     store: Arc<dyn ObjectStore>,
-}
-
-fn path(key: &str) -> Result<Path> {
-    Path::parse(key).map_err(|e| Error::Corrupt {
-        what: "eval set key",
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
+    records: JsonRecords,
 }
 
 impl EvalSetStore {
     /// Over `store` (the default bucket).
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self {
+            records: JsonRecords::new(store.clone()),
+            store,
+        }
     }
 
     /// Writes the queries, then the description that makes the set whole.
@@ -308,34 +304,15 @@ impl EvalSetStore {
             .put(&path(&key)?, PutPayload::from(parquet))
             .await
             .map_err(Error::storage("write", &key))?;
-        let key = record_key(&record.name);
-        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Corrupt {
-            what: "eval set",
-            key: key.clone(),
-            reason: e.to_string(),
-        })?;
-        self.store
-            .put(&path(&key)?, PutPayload::from(json))
-            .await
-            .map_err(Error::storage("write", &key))?;
+        self.records
+            .write("eval set", &record_key(&record.name), record)
+            .await?;
         Ok(())
     }
 
     /// The description of `name`, or `None`.
     pub async fn read(&self, name: &str) -> Result<Option<EvalSetRecord>> {
-        let key = record_key(name);
-        let bytes = match self.store.get(&path(&key)?).await {
-            Ok(got) => got.bytes().await.map_err(Error::storage("read", &key))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(source) => return Err(Error::storage("read", key)(source)),
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Corrupt {
-                what: "eval set",
-                key,
-                reason: e.to_string(),
-            })
+        self.records.read("eval set", &record_key(name)).await
     }
 
     /// The queries of `record`.

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::generation::LoadedGeneration;
 use crate::hnsw::{self, Graph, HnswParams};
 use crate::progress::{Phase, Progress};
-use crate::registry::record::GenerationState;
+use crate::record::GenerationState;
 use crate::registry::{IndexEntry, Outcome, Reserved};
 use crate::service::{LEVEL_SEED, MAX_EF_SEARCH, VectorService};
 
