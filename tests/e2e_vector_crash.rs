@@ -1,9 +1,14 @@
-//! `kill -9` during a promoting RebuildIndex never loses the active
-//! generation: `serve all` is killed as soon as the new generation's
-//! manifest appears (the window where retention used to delete the old
-//! generation's files before the record stopped naming them). After a
-//! restart the index is READY, searches answer, and on disk every READY
-//! generation the record names is whole and no other generation is left.
+//! The vector plane through a crash and a stop of `serve all`:
+//!
+//! - `kill -9` during a promoting RebuildIndex never loses the active
+//!   generation: the process is killed as soon as the new generation's
+//!   manifest appears (the window where retention used to delete the old
+//!   generation's files before the record stopped naming them). After a
+//!   restart the index is READY, searches answer, and on disk every READY
+//!   generation the record names is whole and no other generation is left.
+//! - SIGTERM during a build cancels it before storage stops: the process
+//!   exits cleanly within the grace, and the generation reads CANCELLED
+//!   (not FAILED at the next start), its files gone.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,10 +22,10 @@ const INDEX: &str = "crash-idx";
 const DIM: usize = 16;
 const ROWS: usize = 3000;
 
-fn ndjson() -> Vec<u8> {
+fn ndjson(rows: usize) -> Vec<u8> {
     let mut out = String::new();
     let mut state = 7u64;
-    for i in 0..ROWS {
+    for i in 0..rows {
         let components: Vec<String> = (0..DIM)
             .map(|_| {
                 state = state
@@ -95,14 +100,8 @@ fn stored_record(index_dir: &Path) -> serde_json::Value {
     value.get("body").cloned().unwrap_or(value)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_a_promoting_rebuild_keeps_a_whole_active_generation() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server_dir = dir.path().join("server");
-    let mut server = ServerProcess::start("all", &server_dir, &[]);
-    server.wait_healthy();
-    let channel = lakehouse_client::connect_lazy(&server.uri()).expect("address");
-    let bytes = ndjson();
+async fn ingest(channel: &lakehouse_client::TracedChannel, rows: usize) {
+    let bytes = ndjson(rows);
     lakehouse_client::ingest(channel.clone())
         .ingest_file(lakehouse_client::file_upload(
             ingest_pb::IngestFileHeader {
@@ -116,6 +115,16 @@ async fn kill_9_during_a_promoting_rebuild_keeps_a_whole_active_generation() {
         ))
         .await
         .expect("ingest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_promoting_rebuild_keeps_a_whole_active_generation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_dir = dir.path().join("server");
+    let mut server = ServerProcess::start("all", &server_dir, &[]);
+    server.wait_healthy();
+    let channel = lakehouse_client::connect_lazy(&server.uri()).expect("address");
+    ingest(&channel, ROWS).await;
     let mut client = lakehouse_client::vector(channel);
     let stream = client
         .create_index(pb::CreateIndexRequest {
@@ -220,5 +229,77 @@ async fn kill_9_during_a_promoting_rebuild_keeps_a_whole_active_generation() {
             "gen-{n} left on disk, not in the record: {record}"
         );
     }
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_build_cancels_it_before_storage_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_dir = dir.path().join("server");
+    let mut server = ServerProcess::start("all", &server_dir, &[]);
+    server.wait_healthy();
+    let channel = lakehouse_client::connect_lazy(&server.uri()).expect("address");
+    ingest(&channel, 30_000).await;
+    let mut client = lakehouse_client::vector(channel);
+    // Parameters that make the build take far longer than the test waits.
+    let mut stream = client
+        .create_index(pb::CreateIndexRequest {
+            name: INDEX.into(),
+            dataset: "crash".into(),
+            id_column: "id".into(),
+            vector_column: "embedding".into(),
+            metric: pb::Metric::L2 as i32,
+            config: Some(pb::HnswConfig {
+                m: 64,
+                ef_construction: 2000,
+            }),
+            request_id: "stop-create".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    loop {
+        let message = stream.message().await.expect("stream").expect("a message");
+        if let Some(pb::create_index_response::Event::Progress(p)) = message.event
+            && p.phase == pb::BuildPhase::Inserting as i32
+        {
+            break;
+        }
+    }
+    let asked = Instant::now();
+    let status = server.stop().expect("exit status");
+    let took = asked.elapsed();
+    assert!(status.success(), "a clean exit, not a kill: {status:?}");
+    assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+    let log = server.log_text();
+    assert!(log.contains("cancelling running builds"), "{log}");
+
+    let mut server = ServerProcess::start("all", &server_dir, &[]);
+    server.wait_healthy();
+    let channel = lakehouse_client::connect_lazy(&server.uri()).expect("address");
+    let generations = lakehouse_client::vector(channel)
+        .list_generations(pb::ListGenerationsRequest {
+            index: INDEX.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list generations")
+        .into_inner()
+        .generations;
+    assert_eq!(generations.len(), 1, "{generations:?}");
+    assert_eq!(
+        generations[0].state,
+        pb::GenerationState::Cancelled as i32,
+        "{generations:?}"
+    );
+    let folder = server_dir
+        .join("data/buckets/default/indexes")
+        .join(INDEX)
+        .join("gen-1");
+    for file in ["graph.bin", "rows.parquet", "manifest.json"] {
+        assert!(!folder.join(file).exists(), "{file} left behind");
+    }
+    assert!(!server.log_text().contains("interrupted by a restart"));
     server.stop();
 }

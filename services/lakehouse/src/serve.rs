@@ -152,21 +152,29 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
 
     // A stop drains in order: running ingests finish their internal calls
     // (parts to storage, the commit to the catalog — in `serve all`, calls
-    // to this very server) while the server still answers; only then does
-    // the server stop accepting calls and drain its own in-flight ones.
-    let server_stop = match ingest.as_ref().map(|runtime| runtime.drain_handle()) {
-        None => shutdown,
-        Some(drain) => {
-            let server_stop = tokio_util::sync::CancellationToken::new();
-            let stop = server_stop.clone();
-            let grace = args.server.shutdown_grace;
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
+    // to this very server) while the server still answers; then running
+    // vector builds and trials are cancelled and record their end through
+    // storage (each within the same grace); only then does the server stop
+    // accepting calls and drain its own in-flight ones.
+    let ingest_drain = ingest.as_ref().map(|runtime| runtime.drain_handle());
+    let vector_drain = vector.clone();
+    let server_stop = if ingest_drain.is_none() && vector_drain.is_none() {
+        shutdown
+    } else {
+        let server_stop = tokio_util::sync::CancellationToken::new();
+        let stop = server_stop.clone();
+        let grace = args.server.shutdown_grace;
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            if let Some(drain) = ingest_drain {
                 drain.drain(grace).await;
-                stop.cancel();
-            });
-            server_stop
-        }
+            }
+            if let Some(vector) = vector_drain {
+                vector.drain(grace).await;
+            }
+            stop.cancel();
+        });
+        server_stop
     };
     server.serve(listener, server_stop).await?;
 

@@ -257,6 +257,56 @@ impl VectorService {
         }))
     }
 
+    /// On shutdown, while storage still answers: refuses new builds and
+    /// trials, cancels the running ones and waits (at most `grace`) until
+    /// each has recorded its end, so a build interrupted by a stop reads
+    /// CANCELLED, not FAILED by the next start, and leaves no files.
+    /// Returns whether everything ended in time.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.draining.store(true, Ordering::Relaxed);
+        let running = || {
+            let builds: usize = self
+                .registry
+                .all()
+                .iter()
+                .map(|entry| entry.builds.lock().len())
+                .sum();
+            builds + self.running_trial_runs()
+        };
+        let builds: usize = self
+            .registry
+            .all()
+            .iter()
+            .map(|entry| {
+                let builds = entry.builds.lock();
+                for build in builds.values() {
+                    build.control.cancel.store(true, Ordering::Relaxed);
+                }
+                builds.len()
+            })
+            .sum();
+        let runs = self.cancel_trial_runs();
+        if builds + runs > 0 {
+            tracing::info!(
+                builds,
+                trial_runs = runs,
+                "stopping: cancelling running builds and trials"
+            );
+        }
+        let deadline = Instant::now() + grace;
+        while running() > 0 {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    left = running(),
+                    "builds still running at the end of the shutdown grace; the next start marks them failed"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Stops a running build.
     pub fn cancel_build(&self, index: &str, generation: u64) -> Result<GenerationRecord> {
         let entry = self.entry(index)?;

@@ -281,6 +281,10 @@ pub enum Error {
     #[error("the vector service is loading its indexes; retry in a moment")]
     Loading,
 
+    /// The process is stopping: no new build or trial starts.
+    #[error("the vector service is shutting down; start the build again once it is back")]
+    ShuttingDown,
+
     /// Filtered search is not in this version.
     #[error("filtered search is not supported yet; leave filter empty")]
     FilterNotSupported,

@@ -81,6 +81,13 @@ impl VectorRuntime {
         self.service.load_persisted().await;
     }
 
+    /// Cancels running builds and trials and waits (at most `grace`) for
+    /// each to record its end. Call when the process is asked to stop,
+    /// before the server and storage stop.
+    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+        self.service.drain(grace).await
+    }
+
     /// Turns true when persisted indexes are loaded (health gates on it).
     pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
         self.service.ready()

@@ -4,6 +4,7 @@
 //! converts and delegates.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -89,6 +90,8 @@ pub struct VectorService {
     pub(crate) build_slots: Arc<Semaphore>,
     pub(crate) pool: Arc<rayon::ThreadPool>,
     ready: watch::Sender<bool>,
+    /// Set when the process stops: no new build or trial starts.
+    pub(crate) draining: AtomicBool,
     replies: RequestLog<Option<IndexRecord>>,
     pub(crate) trials: crate::trials::TrialState,
 }
@@ -131,6 +134,7 @@ impl VectorService {
             build_slots: Arc::new(Semaphore::new(config.max_builds as usize)),
             pool: Arc::new(pool),
             ready: watch::Sender::new(false),
+            draining: AtomicBool::new(false),
             replies: RequestLog::new(4096),
         })
     }
@@ -156,6 +160,15 @@ impl VectorService {
             Ok(())
         } else {
             Err(Error::Loading)
+        }
+    }
+
+    /// Refuses new builds and trials once the process is stopping.
+    pub(crate) fn check_accepting_work(&self) -> Result<()> {
+        if self.draining.load(Ordering::Relaxed) {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
         }
     }
 
@@ -219,6 +232,7 @@ impl VectorService {
     /// Starts building the first generation of a new index.
     pub async fn create_index(self: &Arc<Self>, new: NewIndex) -> Result<BuildTicket> {
         self.check_ready()?;
+        self.check_accepting_work()?;
         if let Some(request_id) = &new.request_id
             && let Ok(entry) = self.entry(&new.name)
         {
@@ -286,6 +300,7 @@ impl VectorService {
         request_id: Option<String>,
     ) -> Result<BuildTicket> {
         self.check_ready()?;
+        self.check_accepting_work()?;
         let entry = self.entry(name)?;
         match self.registry.reserve(&entry, params, request_id).await? {
             Reserved::Replay(generation) => Ok(self.replay(&entry, generation)),

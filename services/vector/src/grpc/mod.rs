@@ -199,6 +199,7 @@ pub fn status(error: &Error) -> Status {
             ],
         ),
         Error::Loading => (Code::Unavailable, "LOADING", vec![]),
+        Error::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN", vec![]),
         Error::FilterNotSupported => (Code::InvalidArgument, "FILTER_NOT_SUPPORTED", vec![]),
         Error::EvalSetNotFound { name } => (
             Code::NotFound,

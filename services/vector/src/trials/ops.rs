@@ -509,6 +509,16 @@ impl VectorService {
 
     // ---- runs ----
 
+    /// Tells every running trial run to stop; returns how many were running.
+    pub(crate) fn cancel_trial_runs(&self) -> usize {
+        self.trials.runs.cancel_all()
+    }
+
+    /// Trial runs not yet ended.
+    pub(crate) fn running_trial_runs(&self) -> usize {
+        self.trials.runs.running()
+    }
+
     /// Stops a run; false when it had already ended.
     pub fn cancel_trial_run(&self, run_id: &str) -> Result<bool> {
         let run = self
@@ -603,6 +613,7 @@ impl VectorService {
     /// Starts a RunTrial (or replays one with the same request id).
     pub async fn run_trial(self: &Arc<Self>, new: NewTrial) -> Result<TrialTicket> {
         self.check_ready()?;
+        self.check_accepting_work()?;
         let key = new
             .request_id
             .as_ref()
@@ -870,6 +881,7 @@ impl VectorService {
     /// Starts a TuneIndex (or replays one with the same request id).
     pub async fn tune_index(self: &Arc<Self>, request: TuneRequest) -> Result<TrialTicket> {
         self.check_ready()?;
+        self.check_accepting_work()?;
         let key = request
             .request_id
             .as_ref()

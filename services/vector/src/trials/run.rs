@@ -209,4 +209,23 @@ impl Runs {
     pub fn get(&self, id: &str) -> Option<Arc<Run>> {
         self.runs.lock().get(id).cloned()
     }
+
+    /// Tells every running run to stop; returns how many were running.
+    pub fn cancel_all(&self) -> usize {
+        let runs = self.runs.lock();
+        let running: Vec<&Arc<Run>> = runs.values().filter(|r| !r.is_finished()).collect();
+        for run in &running {
+            run.control.cancel.store(true, Ordering::Relaxed);
+        }
+        running.len()
+    }
+
+    /// Runs not yet ended.
+    pub fn running(&self) -> usize {
+        self.runs
+            .lock()
+            .values()
+            .filter(|r| !r.is_finished())
+            .count()
+    }
 }
