@@ -240,11 +240,16 @@ pub fn ingest(channel: TracedChannel) -> IngestClient {
         .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
 }
 
+/// Largest vector message a client sends or accepts: the vector service's
+/// default limit (`--vector-max-message-bytes`), so a BatchSearch of
+/// 10,000 × 768-d queries and its answer pass.
+pub const VECTOR_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// A vector client over `channel`.
 pub fn vector(channel: TracedChannel) -> VectorClient {
     VectorServiceClient::new(channel)
-        .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(VECTOR_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(VECTOR_MAX_MESSAGE_BYTES)
 }
 
 #[cfg(test)]

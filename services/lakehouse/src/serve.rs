@@ -116,7 +116,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     if matches!(role, Role::Vector | Role::All) {
         let runtime =
             lakehouse_vector::VectorRuntime::start(&args.vector, &storage_addr, &catalog_addr)?;
-        server = server.add_gated_service(runtime.grpc(max_message), runtime.ready());
+        let vector_max = usize::try_from(args.vector.max_message_bytes)
+            .unwrap_or(usize::MAX)
+            .max(max_message);
+        server = server.add_gated_service(runtime.grpc(vector_max), runtime.ready());
         vector = Some(runtime);
     }
     // The audit journal (with authentication on; without tokens there is

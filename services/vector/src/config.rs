@@ -42,6 +42,13 @@ pub struct VectorConfig {
     /// on while tuning); a trial estimated to need more fails up front.
     #[arg(long = "vector-trial-memory-bytes", env = "LAKEHOUSE_VECTOR_TRIAL_MEMORY_BYTES", default_value = "2GiB", value_parser = parse_bytes)]
     pub trial_memory_bytes: u64,
+
+    /// Largest request or response of the vector service, above the
+    /// server's `--max-message-bytes`: a BatchSearch of 10,000 queries of
+    /// 768 dimensions is 31 MB. A response past it (many queries times a
+    /// large k) is refused with RESOURCE_EXHAUSTED before it is sent.
+    #[arg(long = "vector-max-message-bytes", env = "LAKEHOUSE_VECTOR_MAX_MESSAGE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_message_bytes: u64,
 }
 
 impl Default for VectorConfig {
@@ -53,6 +60,7 @@ impl Default for VectorConfig {
             trial_threads: 0,
             max_trials: 1,
             trial_memory_bytes: 2 << 30,
+            max_message_bytes: 64 << 20,
         }
     }
 }

@@ -281,6 +281,17 @@ pub enum Error {
     #[error("the vector service is loading its indexes; retry in a moment")]
     Loading,
 
+    /// The answer would exceed the vector service's message limit.
+    #[error(
+        "the answer would be {bytes} bytes, past the message limit of {limit} bytes (--vector-max-message-bytes); ask for fewer queries, a smaller k or fewer payload columns per call"
+    )]
+    ResponseTooLarge {
+        /// Encoded size of the answer.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+
     /// The process is stopping: no new build or trial starts.
     #[error("the vector service is shutting down; start the build again once it is back")]
     ShuttingDown,

@@ -50,7 +50,7 @@ pub use store::{IndexStore, generation_prefix, record_key};
 #[cfg(test)]
 use {
     async_trait as _, lakehouse_catalog as _, lakehouse_storage as _, tempfile as _,
-    tokio_util as _,
+    tokio_util as _, tonic_health as _,
 };
 
 /// The vector service with its peers' clients.
@@ -95,8 +95,11 @@ impl VectorRuntime {
 
     /// The gRPC service, with the process's message size limit.
     pub fn grpc(&self, max_message_bytes: usize) -> VectorServiceServer<grpc::VectorGrpc> {
-        VectorServiceServer::new(grpc::VectorGrpc::new(self.service.clone()))
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes)
+        VectorServiceServer::new(grpc::VectorGrpc::new(
+            self.service.clone(),
+            max_message_bytes,
+        ))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
     }
 }

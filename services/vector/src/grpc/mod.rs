@@ -38,12 +38,32 @@ type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Debug, Clone)]
 pub struct VectorGrpc {
     service: Arc<VectorService>,
+    max_message_bytes: usize,
 }
 
 impl VectorGrpc {
-    /// The adapter over `service`.
-    pub fn new(service: Arc<VectorService>) -> Self {
-        Self { service }
+    /// The adapter over `service`, whose messages may reach
+    /// `max_message_bytes`.
+    pub fn new(service: Arc<VectorService>, max_message_bytes: usize) -> Self {
+        Self {
+            service,
+            max_message_bytes,
+        }
+    }
+
+    /// Refuses a response past the message limit before it is sent, with
+    /// a reason a client can act on (fewer queries, a smaller k), instead
+    /// of a transport error after the work is done.
+    fn bounded<T: prost::Message>(&self, response: T) -> Result<Response<T>, Status> {
+        let bytes = response.encoded_len();
+        if bytes > self.max_message_bytes {
+            return Err(Error::ResponseTooLarge {
+                bytes: bytes as u64,
+                limit: self.max_message_bytes as u64,
+            }
+            .into());
+        }
+        Ok(Response::new(response))
     }
 }
 
@@ -200,6 +220,11 @@ pub fn status(error: &Error) -> Status {
         ),
         Error::Loading => (Code::Unavailable, "LOADING", vec![]),
         Error::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN", vec![]),
+        Error::ResponseTooLarge { bytes, limit } => (
+            Code::ResourceExhausted,
+            "RESPONSE_TOO_LARGE",
+            vec![("bytes", bytes.to_string()), ("limit", limit.to_string())],
+        ),
         Error::FilterNotSupported => (Code::InvalidArgument, "FILTER_NOT_SUPPORTED", vec![]),
         Error::EvalSetNotFound { name } => (
             Code::NotFound,
@@ -941,7 +966,7 @@ impl Rpc for VectorGrpc {
             payload_columns: payload_columns.clone(),
         };
         let result = self.service.search(query).await?;
-        Ok(Response::new(pb::BatchSearchResponse {
+        self.bounded(pb::BatchSearchResponse {
             results: search_hits(&result, &payload_columns)
                 .into_iter()
                 .map(|hits| pb::QueryResult { hits })
@@ -950,7 +975,7 @@ impl Rpc for VectorGrpc {
             search_duration_us: result.took.as_micros() as u64,
             ef_search: result.ef_search,
             k: result.k as u32,
-        }))
+        })
     }
 
     async fn create_eval_set(

@@ -117,6 +117,7 @@ impl IndexRegistry {
         // The active generation, or the newest earlier one that loads.
         let mut loaded = None;
         let mut load_error = None;
+        let mut damage = None;
         if record.active > 0 {
             let candidates: Vec<u64> = std::iter::once(record.active)
                 .chain(record.previous.iter().rev().copied())
@@ -152,6 +153,7 @@ impl IndexRegistry {
                             &message,
                         )
                         .await;
+                        damage.get_or_insert_with(|| message.clone());
                         record.mark_ended(candidate, GenerationState::Damaged, message);
                         changed = true;
                     }
@@ -164,8 +166,9 @@ impl IndexRegistry {
                 }
             }
             if loaded.is_none() && load_error.is_none() {
+                let cause = damage.unwrap_or_else(|| "its files are missing".to_owned());
                 load_error = Some(format!(
-                    "generation {} is damaged and no earlier generation loads; RebuildIndex builds a new one",
+                    "generation {} is damaged ({cause}) and no earlier generation loads; RebuildIndex builds a new one",
                     record.active
                 ));
             }

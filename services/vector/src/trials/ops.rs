@@ -308,7 +308,16 @@ impl VectorService {
                         got: loaded.dim,
                     });
                 }
-                let take = if limit == 0 { MAX_QUERY_COUNT } else { limit };
+                let rows = loaded.len();
+                if limit == 0 && rows > MAX_QUERY_COUNT {
+                    return Err(Error::invalid(
+                        "limit",
+                        format!(
+                            "column {column:?} of dataset {dataset:?} holds {rows} rows, more than the {MAX_QUERY_COUNT} queries an eval set takes; set limit to take its first rows"
+                        ),
+                    ));
+                }
+                let take = if limit == 0 { rows } else { limit };
                 let queries = loaded
                     .vectors
                     .chunks_exact(dim)

@@ -70,7 +70,10 @@ impl Stack {
         let server = GrpcServer::new(server_config())
             .add_service(storage.service(64 << 20))
             .add_service(catalog.service(64 << 20))
-            .add_gated_service(vector.grpc(64 << 20), vector.ready());
+            .add_gated_service(
+                vector.grpc(config.max_message_bytes as usize),
+                vector.ready(),
+            );
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("listen");
