@@ -137,9 +137,10 @@ impl EmbeddingCache {
             if used + needed <= self.budget_bytes {
                 return Ok(());
             }
+            // An entry a generation still holds frees nothing when dropped.
             let oldest = entries
                 .iter()
-                .filter(|(key, e)| *key != spec && e.cell.get().is_some())
+                .filter(|(key, e)| *key != spec && e.cell.get().is_some_and(|l| !l.is_shared()))
                 .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
                 .map(|(key, _)| key.clone());
             match oldest {
@@ -158,24 +159,21 @@ impl EmbeddingCache {
         }
     }
 
-    /// Drops the entries of `dataset` (all when `None`); returns how many
-    /// and their bytes.
-    pub fn evict(&self, dataset: Option<&str>) -> (u64, u64) {
+    /// Drops the entries of `dataset` (all when `None`) and returns them;
+    /// whoever else holds one keeps it alive.
+    pub fn evict(&self, dataset: Option<&str>) -> Vec<Arc<Embeddings>> {
         let mut entries = self.entries.lock();
-        let mut count = 0;
-        let mut bytes = 0;
+        let mut dropped = Vec::new();
         entries.retain(|key, entry| {
             let drop = dataset.is_none_or(|d| d == key.dataset);
             if drop && let Some(loaded) = entry.cell.get() {
-                count += 1;
-                bytes += loaded.memory_bytes();
+                dropped.push(loaded.clone());
             }
             !drop
         });
-        (count, bytes)
+        dropped
     }
 
-    /// What the cache holds now.
     pub fn stats(&self) -> CacheStats {
         let entries = self.entries.lock();
         let mut loaded: Vec<Arc<Embeddings>> = entries
@@ -301,5 +299,35 @@ mod tests {
             .map(|e| e.spec.dataset.clone())
             .collect();
         assert_eq!(left, ["other"]);
+    }
+
+    #[tokio::test]
+    async fn an_entry_a_generation_holds_is_never_evicted_for_room() {
+        let cache = EmbeddingCache::new(2000);
+        let s = spec(1);
+        let a = cache
+            .get_or_load(&s, 10, || async { Ok(embeddings(&s, 10)) })
+            .await
+            .expect("a");
+        // A graph built on a's vectors holds them.
+        let graph_vectors = a.vectors.clone();
+        let used = a.memory_bytes();
+        let mut other = spec(1);
+        other.dataset = "other".into();
+        let error = cache
+            .get_or_load(&other, 2000 - used + 1, || async {
+                Ok(embeddings(&other, 1))
+            })
+            .await
+            .expect_err("evicting a would free nothing");
+        assert!(matches!(error, Error::CacheBudget { .. }), "{error}");
+        assert_eq!(cache.stats().entries.len(), 1);
+        drop(graph_vectors);
+        cache
+            .get_or_load(&other, 2000 - used + 1, || async {
+                Ok(embeddings(&other, 1))
+            })
+            .await
+            .expect("a is free to go now");
     }
 }

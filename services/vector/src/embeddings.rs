@@ -101,6 +101,12 @@ impl Embeddings {
     pub fn memory_bytes(&self) -> u64 {
         (self.vectors.capacity() * 4 + self.rows.get_array_memory_size()) as u64
     }
+
+    /// Whether something besides this entry holds its vectors (a graph
+    /// built on them): dropping the entry would then free nothing.
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.vectors) > 1
+    }
 }
 
 /// One row group's share of the load.

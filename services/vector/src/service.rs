@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::Metric;
 use crate::cache::EmbeddingCache;
 use crate::config::VectorConfig;
+use crate::embeddings::Embeddings;
 use crate::error::{Error, Result};
 use crate::hnsw::HnswParams;
 use crate::progress::BuildTicket;
@@ -63,6 +64,19 @@ pub struct NewIndex {
     pub retained_generations: u32,
     /// Idempotency key.
     pub request_id: Option<String>,
+}
+
+/// What EvictCache released.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evicted {
+    /// Entries dropped.
+    pub entries: u64,
+    /// Bytes no one else held: released.
+    pub freed_bytes: u64,
+    /// Bytes active generations still hold.
+    pub pinned_bytes: u64,
+    /// Those generations, "index/generation".
+    pub pinned_by: Vec<String>,
 }
 
 /// An index as GetIndex shows it.
@@ -147,6 +161,37 @@ impl VectorService {
     /// The embedding cache.
     pub fn cache(&self) -> &EmbeddingCache {
         &self.cache
+    }
+
+    /// The active generations ("index/generation") built on `embeddings`,
+    /// which share its vectors and rows.
+    pub fn holders(&self, embeddings: &Embeddings) -> Vec<String> {
+        self.registry
+            .all()
+            .iter()
+            .filter_map(|entry| {
+                let active = entry.active()?;
+                Arc::ptr_eq(active.graph.vectors(), &embeddings.vectors)
+                    .then(|| format!("{}/{}", entry.name(), active.generation))
+            })
+            .collect()
+    }
+
+    /// Drops cached embeddings (of `dataset`, or all) and says what that
+    /// released and what active generations keep in memory.
+    pub fn evict_cache(&self, dataset: Option<&str>) -> Evicted {
+        let mut evicted = Evicted::default();
+        for entry in self.cache.evict(dataset) {
+            evicted.entries += 1;
+            let holders = self.holders(&entry);
+            if holders.is_empty() {
+                evicted.freed_bytes += entry.memory_bytes();
+            } else {
+                evicted.pinned_bytes += entry.memory_bytes();
+                evicted.pinned_by.extend(holders);
+            }
+        }
+        evicted
     }
 
     /// Generations read back from storage since start (a restart that

@@ -361,3 +361,84 @@ async fn bad_vectors_duplicate_ids_and_message_limits() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = Stack::start(dir.path()).await;
+    let data = clustered_vectors(400, DIM, 5, 3);
+    stack.dataset("docs", &[batch(&data, 0)]).await;
+    let stream = stack
+        .client()
+        .create_index(create("docs-idx", "docs", "c-1"))
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(
+        finished(stream, create_finished)
+            .await
+            .status
+            .map(|s| s.code),
+        Some(0)
+    );
+    // Generation 1 was built on the cached vectors: one buffer, two users.
+    let stats = stack
+        .client()
+        .get_cache_stats(pb::GetCacheStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(stats.entries.len(), 1);
+    assert_eq!(stats.entries[0].held_by, ["docs-idx/1"]);
+    assert_eq!(stats.exclusive_bytes, 0);
+    let evicted = stack
+        .client()
+        .evict_cache(pb::EvictCacheRequest::default())
+        .await
+        .expect("evict")
+        .into_inner();
+    assert_eq!(evicted.evicted_entries, 1);
+    assert_eq!(evicted.freed_bytes, 0, "the generation keeps the buffer");
+    assert_eq!(evicted.pinned_bytes, stats.total_bytes);
+    assert_eq!(evicted.pinned_by, ["docs-idx/1"]);
+    stack.stop().await;
+
+    // After a restart generation 1 is read from storage; a rebuild that is
+    // not promoted loads the cache, and nothing active holds that entry.
+    let stack = Stack::start(dir.path()).await;
+    let stream = stack
+        .client()
+        .rebuild_index(pb::RebuildIndexRequest {
+            name: "docs-idx".into(),
+            promote: false,
+            request_id: "r-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("rebuild")
+        .into_inner();
+    assert_eq!(
+        finished(stream, rebuild_finished)
+            .await
+            .status
+            .map(|s| s.code),
+        Some(0)
+    );
+    let stats = stack
+        .client()
+        .get_cache_stats(pb::GetCacheStatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner();
+    assert!(stats.entries[0].held_by.is_empty(), "{stats:?}");
+    assert!(stats.exclusive_bytes > 0 && stats.exclusive_bytes == stats.total_bytes);
+    let evicted = stack
+        .client()
+        .evict_cache(pb::EvictCacheRequest::default())
+        .await
+        .expect("evict")
+        .into_inner();
+    assert_eq!(evicted.freed_bytes, stats.total_bytes);
+    assert_eq!(evicted.pinned_bytes, 0);
+    stack.stop().await;
+}

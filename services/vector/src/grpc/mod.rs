@@ -1068,10 +1068,16 @@ impl Rpc for VectorGrpc {
                 dataset_version: e.spec.version,
                 normalized: e.spec.normalize,
                 row_columns: e.spec.row_columns.clone(),
+                held_by: self.service.holders(e),
             })
             .collect();
         Ok(Response::new(pb::GetCacheStatsResponse {
             total_bytes: entries.iter().map(|e| e.memory_bytes).sum(),
+            exclusive_bytes: entries
+                .iter()
+                .filter(|e| e.held_by.is_empty())
+                .map(|e| e.memory_bytes)
+                .sum(),
             entries,
             hits: stats.hits,
             misses: stats.misses,
@@ -1084,13 +1090,14 @@ impl Rpc for VectorGrpc {
         request: Request<pb::EvictCacheRequest>,
     ) -> Result<Response<pb::EvictCacheResponse>, Status> {
         let pb::EvictCacheRequest { dataset } = request.into_inner();
-        let (evicted_entries, freed_bytes) = self
+        let evicted = self
             .service
-            .cache()
-            .evict((!dataset.is_empty()).then_some(dataset.as_str()));
+            .evict_cache((!dataset.is_empty()).then_some(dataset.as_str()));
         Ok(Response::new(pb::EvictCacheResponse {
-            evicted_entries,
-            freed_bytes,
+            evicted_entries: evicted.entries,
+            freed_bytes: evicted.freed_bytes,
+            pinned_bytes: evicted.pinned_bytes,
+            pinned_by: evicted.pinned_by,
         }))
     }
 
