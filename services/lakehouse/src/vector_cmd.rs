@@ -104,6 +104,11 @@ pub enum IndexCommand {
         /// Index name.
         name: String,
     },
+    /// Rebuild a DAMAGED index's record from the generations in storage.
+    Repair {
+        /// Index name.
+        name: String,
+    },
 }
 
 /// `lakehouse search`.
@@ -541,6 +546,22 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
                     ..Default::default()
                 })
                 .await?;
+        }
+        IndexCommand::Repair { name } => {
+            let repaired = client
+                .repair_index(pb::RepairIndexRequest {
+                    name,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let value = index_json(&repaired.index.unwrap_or_default());
+            print(out, &value, || {
+                format!(
+                    "recovered generations {:?}\n{value:#}",
+                    repaired.recovered_generations
+                )
+            });
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -243,7 +243,13 @@ impl VectorService {
         report(Phase::Persisting, 0, 1);
         self.registry
             .store()
-            .write_generation(&name, generation, &graph, &embeddings.rows, dataset.version)
+            .write_generation(
+                &record,
+                generation,
+                &graph,
+                &embeddings.rows,
+                dataset.version,
+            )
             .await?;
         if build.control.cancel.load(Ordering::Relaxed) {
             return Err(cancelled());

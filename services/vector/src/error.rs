@@ -79,6 +79,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// RepairIndex on an index whose record is readable.
+    #[error("index {index:?} is not damaged; RepairIndex only rebuilds an unreadable record")]
+    NotDamaged {
+        /// The index.
+        index: String,
+    },
+
+    /// RepairIndex found nothing to rebuild the record from.
+    #[error("index {index:?} cannot be repaired: {reason}; DeleteIndex removes it")]
+    Unrepairable {
+        /// The index.
+        index: String,
+        /// Why.
+        reason: String,
+    },
+
     /// The index's active generation cannot be loaded (damaged files, or
     /// storage unreachable at start).
     #[error(

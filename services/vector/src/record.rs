@@ -130,6 +130,31 @@ pub struct IndexRecord {
     pub next_generation: u64,
 }
 
+/// What an index is, apart from its generations: stored in every
+/// generation's manifest too, so a damaged record can be rebuilt from the
+/// generations found (RepairIndex).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexDefinition {
+    /// Dataset.
+    pub dataset: String,
+    /// Id column.
+    pub id_column: String,
+    /// Text column, if any.
+    pub text_column: Option<String>,
+    /// Vector column.
+    pub vector_column: String,
+    /// Payload columns.
+    pub payload_columns: Vec<String>,
+    /// Metric.
+    pub metric: Metric,
+    /// Live search setting.
+    pub ef_search: u32,
+    /// READY generations kept besides the active one.
+    pub retained_generations: u32,
+    /// Created.
+    pub create_time: DateTime<Utc>,
+}
+
 /// Where a swap goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Swap {
@@ -140,6 +165,43 @@ pub enum Swap {
 }
 
 impl IndexRecord {
+    /// A record with no generation yet.
+    pub fn new(name: &str, definition: IndexDefinition, request_id: Option<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            dataset: definition.dataset,
+            id_column: definition.id_column,
+            text_column: definition.text_column,
+            vector_column: definition.vector_column,
+            payload_columns: definition.payload_columns,
+            metric: definition.metric,
+            ef_search: definition.ef_search,
+            retained_generations: definition.retained_generations,
+            create_time: definition.create_time,
+            update_time: Utc::now(),
+            create_request_id: request_id,
+            active: 0,
+            previous: Vec::new(),
+            generations: Vec::new(),
+            next_generation: 1,
+        }
+    }
+
+    /// The index's definition, as its manifests keep it.
+    pub fn definition(&self) -> IndexDefinition {
+        IndexDefinition {
+            dataset: self.dataset.clone(),
+            id_column: self.id_column.clone(),
+            text_column: self.text_column.clone(),
+            vector_column: self.vector_column.clone(),
+            payload_columns: self.payload_columns.clone(),
+            metric: self.metric,
+            ef_search: self.ef_search,
+            retained_generations: self.retained_generations,
+            create_time: self.create_time,
+        }
+    }
+
     /// The row columns a generation keeps: id, then text, then payload.
     pub fn row_columns(&self) -> Vec<String> {
         std::iter::once(self.id_column.clone())

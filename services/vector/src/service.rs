@@ -20,7 +20,7 @@ use crate::embeddings::Embeddings;
 use crate::error::{Error, Result};
 use crate::hnsw::HnswParams;
 use crate::progress::BuildTicket;
-use crate::record::{GenerationRecord, GenerationState, IndexRecord, Swap};
+use crate::record::{GenerationRecord, GenerationState, IndexDefinition, IndexRecord, Swap};
 use crate::registry::{IndexEntry, IndexRegistry, Reserved};
 use crate::store::IndexStore;
 
@@ -312,9 +312,7 @@ impl VectorService {
                 }
             }
         }
-        let now = Utc::now();
-        let mut record = IndexRecord {
-            name: new.name.clone(),
+        let definition = IndexDefinition {
             dataset: new.dataset,
             id_column: new.id_column,
             text_column: new.text_column,
@@ -323,14 +321,9 @@ impl VectorService {
             metric: new.metric,
             ef_search: new.ef_search,
             retained_generations: new.retained_generations,
-            create_time: now,
-            update_time: now,
-            create_request_id: new.request_id.clone(),
-            active: 0,
-            previous: Vec::new(),
-            generations: Vec::new(),
-            next_generation: 1,
+            create_time: Utc::now(),
         };
+        let mut record = IndexRecord::new(&new.name, definition, new.request_id.clone());
         let generation = record.reserve(new.params, new.request_id);
         let entry = self.registry.create(record).await?;
         Ok(self.start_build(entry, generation, new.params, true))
@@ -438,6 +431,34 @@ impl VectorService {
             self.replies.record(key, None);
         }
         Ok(())
+    }
+
+    /// Rebuilds a DAMAGED index's record from its generations; returns the
+    /// index and the generations recovered, newest first.
+    pub async fn repair_index(
+        &self,
+        name: &str,
+        request_id: Option<String>,
+    ) -> Result<(IndexView, Vec<u64>)> {
+        self.check_ready()?;
+        let key = request_id.map(|id| format!("repair/{name}/{id}"));
+        if let Some(view) = self.replayed(key.as_deref()) {
+            let recovered = view
+                .record
+                .generations
+                .iter()
+                .rev()
+                .map(|g| g.generation)
+                .collect();
+            return Ok((view, recovered));
+        }
+        let recovered = self.registry.repair(name).await?;
+        let entry = self.registry.get(name)?;
+        let view = Self::view_of(&entry);
+        if let Some(key) = key {
+            self.replies.record(key, Some(view.record.clone()));
+        }
+        Ok((view, recovered))
     }
 
     /// Generations, newest first.

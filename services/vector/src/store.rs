@@ -33,7 +33,7 @@ use crate::Metric;
 use crate::error::{Error, Result};
 use crate::hnsw::{Graph, HnswParams};
 use crate::json_record::{JsonRecords, path};
-use crate::record::IndexRecord;
+use crate::record::{IndexDefinition, IndexRecord};
 
 /// Where every index lives.
 pub const INDEXES_PREFIX: &str = "indexes/";
@@ -89,6 +89,11 @@ pub struct GenerationManifest {
     /// CRC32C of rows.parquet; absent before checksums.
     #[serde(default)]
     pub rows_crc32c: Option<u32>,
+    /// The index's definition when this generation was built, so a damaged
+    /// record can be rebuilt from its generations; absent in generations
+    /// stored before it was kept.
+    #[serde(default)]
+    pub index: Option<IndexDefinition>,
 }
 
 /// What is stored under one index's folder, from one listing.
@@ -205,13 +210,13 @@ impl IndexStore {
     /// whole, with a CRC32C of every section. Returns the manifest.
     pub async fn write_generation(
         &self,
-        index: &str,
+        record: &IndexRecord,
         generation: u64,
         graph: &Graph,
         rows: &RecordBatch,
         dataset_version: u64,
     ) -> Result<GenerationManifest> {
-        let prefix = generation_prefix(index, generation);
+        let prefix = generation_prefix(&record.name, generation);
         let graph_key = format!("{prefix}graph.bin");
         let mut writer = object_store::buffered::BufWriter::with_capacity(
             self.store.clone(),
@@ -269,6 +274,7 @@ impl IndexStore {
             metric: graph.metric(),
             graph_sections,
             rows_crc32c: Some(rows_crc32c),
+            index: Some(record.definition()),
         };
         self.records
             .write("manifest", &format!("{prefix}manifest.json"), &manifest)

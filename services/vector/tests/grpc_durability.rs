@@ -442,3 +442,103 @@ async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
     assert_eq!(evicted.pinned_bytes, 0);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_is_listed_kept_and_repaired_from_its_generations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = Stack::start(dir.path()).await;
+    let data = clustered_vectors(300, DIM, 5, 3);
+    stack.dataset("docs", &[batch(&data, 0)]).await;
+    let stream = stack
+        .client()
+        .create_index(create("docs-idx", "docs", "c-1"))
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(
+        finished(stream, create_finished)
+            .await
+            .status
+            .map(|s| s.code),
+        Some(0)
+    );
+    stack.stop().await;
+    let record = dir
+        .path()
+        .join("buckets/default/indexes/docs-idx/index.json");
+    std::fs::write(
+        &record,
+        b"{\"crc32c\": 1, \"body\": {\"name\": \"garbage\"}}",
+    )
+    .expect("damage the record");
+
+    let stack = Stack::start(dir.path()).await;
+    let mut client = stack.client();
+    // Listed with its state and reason, not hidden.
+    let listed = client
+        .list_indexes(pb::ListIndexesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .indexes;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, pb::IndexState::Damaged as i32);
+    assert!(
+        listed[0].error.contains("checksum mismatch"),
+        "{}",
+        listed[0].error
+    );
+    // Never overwritten by a create of the same name, never searched.
+    let exists = client
+        .create_index(create("docs-idx", "docs", "c-2"))
+        .await
+        .expect_err("the name is taken");
+    assert_eq!(exists.code(), tonic::Code::AlreadyExists);
+    let refused = client
+        .search(pb::SearchRequest {
+            index: "docs-idx".into(),
+            vector: data[..DIM].to_vec(),
+            k: 3,
+            ..Default::default()
+        })
+        .await
+        .expect_err("damaged");
+    assert_eq!(refused.code(), tonic::Code::DataLoss, "{refused:?}");
+
+    let repaired = client
+        .repair_index(pb::RepairIndexRequest {
+            name: "docs-idx".into(),
+            request_id: "repair-1".into(),
+        })
+        .await
+        .expect("repair")
+        .into_inner();
+    assert_eq!(repaired.recovered_generations, [1]);
+    let index = repaired.index.expect("index");
+    assert_eq!(index.state, pb::IndexState::Ready as i32, "{index:?}");
+    assert_eq!(
+        (index.active_generation, index.dataset.as_str()),
+        (1, "docs")
+    );
+    let hits = client
+        .search(pb::SearchRequest {
+            index: "docs-idx".into(),
+            vector: data[..DIM].to_vec(),
+            k: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("search after the repair")
+        .into_inner()
+        .hits;
+    assert_eq!(hits[0].id, "0");
+    let again = client
+        .repair_index(pb::RepairIndexRequest {
+            name: "docs-idx".into(),
+            request_id: String::new(),
+        })
+        .await
+        .expect_err("not damaged any more");
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    stack.stop().await;
+}

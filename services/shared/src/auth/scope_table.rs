@@ -55,6 +55,7 @@ pub const SCOPE_TABLE: &[(&str, Scope)] = &[
     ("/lakehouse.vector.v1.VectorService/ListIndexes", Read),
     ("/lakehouse.vector.v1.VectorService/UpdateIndex", Write),
     ("/lakehouse.vector.v1.VectorService/DeleteIndex", Admin),
+    ("/lakehouse.vector.v1.VectorService/RepairIndex", Admin),
     ("/lakehouse.vector.v1.VectorService/Search", Read),
     ("/lakehouse.vector.v1.VectorService/BatchSearch", Read),
     // Vector: trials, the agent's own grant. Reading results is read, so a

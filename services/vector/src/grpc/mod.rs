@@ -113,6 +113,16 @@ pub fn status(error: &Error) -> Status {
             "INDEX_DAMAGED",
             vec![("index", index.clone())],
         ),
+        Error::NotDamaged { index } => (
+            Code::FailedPrecondition,
+            "INDEX_NOT_DAMAGED",
+            vec![("index", index.clone())],
+        ),
+        Error::Unrepairable { index, .. } => (
+            Code::FailedPrecondition,
+            "UNREPAIRABLE",
+            vec![("index", index.clone())],
+        ),
         Error::IndexUnavailable { index, .. } => (
             Code::FailedPrecondition,
             "INDEX_UNAVAILABLE",
@@ -892,6 +902,24 @@ impl Rpc for VectorGrpc {
             .delete_index(&name("index", &index_name)?, request_id_of(&rid)?)
             .await?;
         Ok(Response::new(pb::DeleteIndexResponse {}))
+    }
+
+    async fn repair_index(
+        &self,
+        request: Request<pb::RepairIndexRequest>,
+    ) -> Result<Response<pb::RepairIndexResponse>, Status> {
+        let pb::RepairIndexRequest {
+            name: index_name,
+            request_id: rid,
+        } = request.into_inner();
+        let (view, recovered) = self
+            .service
+            .repair_index(&name("index", &index_name)?, request_id_of(&rid)?)
+            .await?;
+        Ok(Response::new(pb::RepairIndexResponse {
+            index: Some(index_pb(&view)),
+            recovered_generations: recovered,
+        }))
     }
 
     async fn search(

@@ -7,6 +7,7 @@
 //! generations; [`recovery`] finishes what a crash interrupted at start.
 
 mod recovery;
+mod repair;
 #[cfg(test)]
 mod tests;
 

@@ -209,7 +209,13 @@ async fn build_ready(reg: &IndexRegistry, generation: u64, promote: bool) -> Res
     let entry = reg.get(INDEX)?;
     let loaded = built(generation);
     reg.store()
-        .write_generation(INDEX, generation, &loaded.graph, &loaded.rows, generation)
+        .write_generation(
+            &entry.record(),
+            generation,
+            &loaded.graph,
+            &loaded.rows,
+            generation,
+        )
         .await?;
     let outcome = Outcome::Ready {
         loaded: Arc::new(loaded),
@@ -247,7 +253,13 @@ async fn scenario(reg: &IndexRegistry) -> usize {
         let partial = built(g);
         // Half its files, then it fails.
         reg.store()
-            .write_generation(INDEX, g, &partial.graph, &partial.rows, g)
+            .write_generation(
+                &reg.get(INDEX)?.record(),
+                g,
+                &partial.graph,
+                &partial.rows,
+                g,
+            )
             .await?;
         let outcome = Outcome::Ended {
             state: GenerationState::Failed,
@@ -481,4 +493,61 @@ async fn a_ready_generation_whose_files_are_gone_is_damaged_not_ready() {
         record.generation(2).map(|g| g.state),
         Some(GenerationState::Damaged)
     );
+}
+
+#[tokio::test]
+async fn a_damaged_record_is_repaired_from_its_generations() {
+    let inner = Arc::new(InMemory::new());
+    let reg = registry(inner.clone());
+    reg.create(new_record()).await.expect("create");
+    build_ready(&reg, 1, true).await.expect("gen 1");
+    let g = reserve(&reg).await.expect("reserve");
+    build_ready(&reg, g, true).await.expect("gen 2");
+    // A build interrupted before its manifest.
+    let g = reserve(&reg).await.expect("reserve");
+    let partial = built(g);
+    reg.store()
+        .write_generation(
+            &reg.get(INDEX).expect("entry").record(),
+            g,
+            &partial.graph,
+            &partial.rows,
+            g,
+        )
+        .await
+        .expect("write");
+    inner
+        .delete(&Path::from(format!(
+            "{}manifest.json",
+            crate::store::generation_prefix(INDEX, g)
+        )))
+        .await
+        .expect("drop the manifest");
+    inner
+        .put(
+            &Path::from(record_key(INDEX)),
+            PutPayload::from_static(b"\x00\x01"),
+        )
+        .await
+        .expect("damage the record");
+
+    let reg = registry(inner.clone());
+    reg.recover(INDEX).await.expect("recover");
+    assert!(matches!(reg.usable(INDEX), Err(Error::IndexDamaged { .. })));
+    let recovered = reg.repair(INDEX).await.expect("repair");
+    assert_eq!(recovered, [2, 1]);
+    let entry = reg.usable(INDEX).expect("usable again");
+    let record = entry.record();
+    assert_eq!((record.active, record.next_generation), (2, 4));
+    assert_eq!(record.dataset, "d");
+    assert_eq!(entry.active().expect("loaded").generation, 2);
+    assert!(matches!(
+        reg.repair(INDEX).await,
+        Err(Error::NotDamaged { .. })
+    ));
+    // The unfinished generation's files are gone; the record reads back.
+    assert!(!keys(&inner).await.iter().any(|k| k.contains("gen-3/")));
+    let again = registry(inner.clone());
+    again.recover(INDEX).await.expect("recover");
+    assert_eq!(again.usable(INDEX).expect("entry").record().active, 2);
 }

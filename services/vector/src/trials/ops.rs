@@ -1175,7 +1175,7 @@ impl VectorService {
             .registry
             .store()
             .write_generation(
-                &name,
+                &entry.record(),
                 generation,
                 &built.graph,
                 &built.rows,
