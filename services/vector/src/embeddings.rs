@@ -148,7 +148,7 @@ impl Destination {
 /// be overwritten, does not need.
 fn huge_buffer(len: usize) -> Vec<f32> {
     let buffer = vec![0f32; len];
-    crate::simd::advise_huge_pages(&buffer);
+    crate::hnsw::simd::advise_huge_pages(&buffer);
     buffer
 }
 

@@ -4,7 +4,7 @@
 
 use arrow::array::RecordBatch;
 
-use crate::exact::exact_search;
+use crate::hnsw::exact_search;
 use crate::hnsw::{Graph, Near};
 
 /// A searchable generation.

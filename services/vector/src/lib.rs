@@ -3,9 +3,9 @@
 //! tuning half in [`trials`]: eval sets, journaled trials, BestTrial and
 //! TuneIndex.
 //!
-//! Layout: [`hnsw`] (build and frozen search over flat arrays), `simd` (the
-//! distance kernels, the one module with `unsafe`), [`metric`], `exact`
-//! (brute force), `embeddings` and `cache` (loading vectors from Parquet),
+//! Layout: the engine is the `lakehouse-hnsw` crate (graph build and
+//! search, distance kernels, metrics, exact search), re-exported as
+//! [`hnsw`]; here are `embeddings` and `cache` (loading vectors from Parquet),
 //! `store` and `json_record` (how records and generations live in storage,
 //! every byte checksummed), `registry` (index records and the generation
 //! state machine, crash-safe, with recovery at start), `service` (index
@@ -18,18 +18,14 @@ mod checks;
 mod config;
 mod embeddings;
 mod error;
-mod exact;
 mod generation;
 pub mod grpc;
-pub mod hnsw;
 mod json_record;
-pub mod metric;
 mod progress;
 mod record;
 mod registry;
 mod search;
 mod service;
-mod simd;
 mod store;
 pub mod trials;
 
@@ -41,8 +37,9 @@ pub use cache::{CacheStats, EmbeddingCache};
 pub use config::VectorConfig;
 pub use embeddings::{DataFile, Embeddings, LoadSpec};
 pub use error::{Error, Result};
-pub use exact::exact_search;
-pub use metric::Metric;
+/// The HNSW engine this service drives.
+pub use lakehouse_hnsw as hnsw;
+pub use lakehouse_hnsw::{Metric, exact_search};
 pub use record::GenerationState;
 pub use service::{DEFAULT_EF_SEARCH, DEFAULT_K, MAX_K, VectorService};
 pub use store::{IndexStore, generation_prefix, record_key};

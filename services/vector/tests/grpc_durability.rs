@@ -23,7 +23,7 @@ use common::{DIM, Stack, batch, create};
 use lakehouse_proto::storage::v1 as storage_pb;
 use lakehouse_proto::vector::v1 as pb;
 use lakehouse_vector::VectorConfig;
-use lakehouse_vector::hnsw::clustered_vectors;
+use lakehouse_vector::hnsw::testing::clustered_vectors;
 use tonic_health::pb::health_client::HealthClient;
 
 /// The finished message of a build stream.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use lakehouse_client::VectorClient;
 use lakehouse_proto::vector::v1 as pb;
 use lakehouse_shared::status::{error_metadata, error_reason, from_rpc_status};
-use lakehouse_vector::hnsw::clustered_vectors;
+use lakehouse_vector::hnsw::testing::clustered_vectors;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -190,7 +190,8 @@ async fn build_search_replay_restart_and_bad_input() {
     assert_eq!(stats.total_bytes, entry.memory_bytes);
     assert_eq!((stats.hits, stats.misses), (0, 1), "{stats:?}");
 
-    // EvictCache drops the dataset's vectors; searches use the graph.
+    // EvictCache drops the dataset's entry; the active generation shares
+    // its vectors, so they stay in memory and are reported pinned, not freed.
     let evicted = client
         .evict_cache(pb::EvictCacheRequest {
             dataset: "docs".into(),
@@ -198,10 +199,13 @@ async fn build_search_replay_restart_and_bad_input() {
         .await
         .expect("evict")
         .into_inner();
-    assert!(
-        evicted.evicted_entries >= 1 && evicted.freed_bytes > 0,
+    assert_eq!(evicted.evicted_entries, 1, "{evicted:?}");
+    assert_eq!(
+        (evicted.freed_bytes, evicted.pinned_bytes),
+        (0, entry.memory_bytes),
         "{evicted:?}"
     );
+    assert_eq!(evicted.pinned_by, ["docs-idx/1"]);
     let left = client
         .get_cache_stats(pb::GetCacheStatsRequest {})
         .await

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use lakehouse_client::VectorClient;
 use lakehouse_proto::vector::v1 as pb;
 use lakehouse_shared::status::{error_metadata, error_reason, from_rpc_status};
-use lakehouse_vector::hnsw::clustered_vectors;
+use lakehouse_vector::hnsw::testing::clustered_vectors;
 use object_store::ObjectStoreExt as _;
 use tonic::Code;
 

@@ -147,7 +147,7 @@ impl ObjectStore for FaultyStore {
 
 /// The seeded vectors every generation is built from.
 fn vectors() -> Arc<Vec<f32>> {
-    Arc::new(hnsw::clustered_vectors(N, DIM, 4, 7))
+    Arc::new(hnsw::testing::clustered_vectors(N, DIM, 4, 7))
 }
 
 fn registry(store: Arc<dyn ObjectStore>) -> IndexRegistry {

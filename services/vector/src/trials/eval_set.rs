@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::measure::EvalQuery;
 use crate::Metric;
 use crate::error::{Error, Result};
-use crate::exact::exact_search;
+use crate::hnsw::exact_search;
 use crate::json_record::{JsonRecords, path};
 
 /// Where every eval set lives.
@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn sampled_queries_never_find_themselves() {
         let dim = 8;
-        let corpus = crate::hnsw::clustered_vectors(500, dim, 4, 7);
+        let corpus = crate::hnsw::testing::clustered_vectors(500, dim, 4, 7);
         let rows = sample_rows(500, 20, 3);
         let queries = rows
             .iter()
@@ -406,7 +406,7 @@ mod tests {
     #[test]
     fn parquet_round_trips() {
         let dim = 4;
-        let corpus = crate::hnsw::clustered_vectors(50, dim, 2, 1);
+        let corpus = crate::hnsw::testing::clustered_vectors(50, dim, 2, 1);
         let queries = vec![
             Query {
                 vector: corpus[..dim].to_vec(),

@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn a_sampled_query_is_not_scored_against_itself() {
         let dim = 8;
-        let vectors = std::sync::Arc::new(crate::hnsw::clustered_vectors(400, dim, 4, 5));
+        let vectors = std::sync::Arc::new(crate::hnsw::testing::clustered_vectors(400, dim, 4, 5));
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()

@@ -7,7 +7,7 @@ use std::collections::BinaryHeap;
 use rayon::prelude::*;
 
 use crate::Metric;
-use crate::hnsw::Near;
+use crate::Near;
 
 /// Rows per parallel chunk: large enough to amortise the task, small enough
 /// to balance two to a few dozen cores.

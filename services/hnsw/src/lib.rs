@@ -1,4 +1,9 @@
-//! HNSW (Malkov & Yashunin), built and searched over flat arrays.
+//! The HNSW engine (ADR 0008): HNSW (Malkov & Yashunin) built and
+//! searched over flat arrays, the distance kernels, metrics and exact
+//! search. No gRPC, Parquet, object store or async here: it is the engine
+//! the vector service drives, the workspace's only crate that allows
+//! `unsafe` (in [`simd`] alone, each block with its safety argument).
+//! Test-data generators are in [`testing`], behind the `testing` feature.
 //!
 //! [`build`] inserts vectors in parallel into per-node neighbour lists
 //! (hnswlib's algorithm: heuristic neighbour selection, 2·M links on the base
@@ -9,11 +14,18 @@
 //! why this is ours rather than `hnsw_rs`'s loop, with the figures.
 
 mod build;
+mod exact;
 mod graph;
+pub mod metric;
 mod scratch;
+pub mod simd;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use build::{BuildControl, Cancelled, build};
+pub use exact::exact_search;
 pub use graph::{Graph, GraphFormatError};
+pub use metric::Metric;
 
 use std::cmp::Ordering;
 
@@ -237,58 +249,12 @@ pub(crate) fn random_level(seed: u64, i: u32, m: usize) -> usize {
     (level as usize).min(15)
 }
 
-/// Seeded clustered vectors, like real embeddings: a Gaussian mixture on a
-/// low-dimensional subspace, plus a little noise, normalised. For tests and
-/// the benchmark.
-pub fn clustered_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed | 1;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let mut gauss = move || {
-        let (u, v) = (uniform(), uniform());
-        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-    };
-    let subspace = 8.min(dim);
-    let basis: Vec<f32> = (0..subspace * dim).map(|_| gauss()).collect();
-    let centers: Vec<f32> = (0..clusters * subspace).map(|_| gauss() * 3.0).collect();
-    let mut out = Vec::with_capacity(n * dim);
-    crate::simd::advise_huge_pages(out.spare_capacity_mut());
-    for i in 0..n {
-        let c = i % clusters.max(1);
-        let coords: Vec<f32> = (0..subspace)
-            .map(|j| centers[c * subspace + j] + gauss())
-            .collect();
-        let mut row: Vec<f32> = (0..dim)
-            .map(|d| {
-                coords
-                    .iter()
-                    .enumerate()
-                    .map(|(j, x)| x * basis[j * dim + d])
-                    .sum::<f32>()
-                    + 0.1 * gauss()
-            })
-            .collect();
-        let norm = row
-            .iter()
-            .map(|v| v * v)
-            .sum::<f32>()
-            .sqrt()
-            .max(f32::MIN_POSITIVE);
-        row.iter_mut().for_each(|v| *v /= norm);
-        out.extend_from_slice(&row);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::testing::clustered_vectors;
     use crate::{Metric, exact_search};
 
     fn recall(
@@ -347,12 +313,8 @@ mod tests {
                 );
             }
             let r = recall(
-                &graph,
-                &vectors,
-                dim,
-                &queries,
-                10,
-                crate::DEFAULT_EF_SEARCH as usize,
+                &graph, &vectors, dim, &queries, 10,
+                40, /* the vector service's default ef_search */
             );
             eprintln!("{metric:?}: recall@10 at the default ef_search = {r:.4}");
             assert!(r >= 0.95, "{metric:?}: recall@10 {r} < 0.95");

@@ -1,5 +1,5 @@
 //! Distance kernels and memory hints: the one module of the workspace that
-//! uses `unsafe` (ADR 0008). The kernels use AVX2 + FMA when the CPU has
+//! uses `unsafe` (ADR 0008, ADR 0015). The kernels use AVX2 + FMA when the CPU has
 //! them, checked at run time, and otherwise a portable loop written so that
 //! LLVM vectorises it with SSE. Each kernel is tested against the scalar
 //! definition.
@@ -15,6 +15,7 @@
 /// Inner product over the common length of `a` and `b`.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len(), "dot of vectors of different lengths");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: features checked just above; see the module comment.
@@ -26,6 +27,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Squared Euclidean distance over the common length of `a` and `b`.
 #[inline]
 pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len(), "distance of vectors of different lengths");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: features checked just above; see the module comment.
@@ -137,6 +139,11 @@ mod x86 {
         _mm_cvtss_f32(sum)
     }
 
+    /// Inner product with AVX2 + FMA, four accumulators.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA (checked by the caller with
+    /// [`super::has_avx2_fma`]). Reads stay below `min(a.len(), b.len())`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -173,6 +180,11 @@ mod x86 {
         total
     }
 
+    /// Squared Euclidean distance with AVX2 + FMA, four accumulators.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA (checked by the caller with
+    /// [`super::has_avx2_fma`]). Reads stay below `min(a.len(), b.len())`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
