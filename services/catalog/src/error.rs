@@ -1,3 +1,4 @@
+use lakehouse_shared::status::{ErrorInfo, StatusError, to_status};
 use tonic::{Code, Status};
 
 /// Errors of the catalog service. One variant per cause; the gRPC mapping
@@ -368,9 +369,9 @@ fn error_info(error: &Error, code: Code) -> (&'static str, Vec<(&'static str, St
     }
 }
 
-impl From<Error> for Status {
-    fn from(error: Error) -> Self {
-        let code = match &error {
+impl StatusError for Error {
+    fn code(&self) -> Code {
+        match self {
             Error::InvalidName { .. }
             | Error::InvalidKey { .. }
             | Error::InvalidSchema(_)
@@ -400,8 +401,14 @@ impl From<Error> for Status {
                 _ => Code::Unavailable,
             },
             Error::Client(_) => Code::Internal,
-        };
-        let message = match &error {
+        }
+    }
+
+    /// Database and storage text stays in the log: a client learns what
+    /// failed and where to look.
+    fn client_message(&self) -> String {
+        let code = self.code();
+        match self {
             Error::Database { operation, .. } if code == Code::Unavailable => format!(
                 "the catalog database is unavailable during {operation}; retry later, and see the catalog server's log if it persists"
             ),
@@ -425,13 +432,18 @@ impl From<Error> for Status {
             Error::Client(_) => {
                 "the catalog's storage address is invalid; see the catalog server's log".to_owned()
             }
-            _ => error.to_string(),
-        };
-        let (reason, metadata) = error_info(&error, code);
-        // The server logs the failed call once, by class; the full cause
-        // (backend text) goes on the call's span for that line.
-        lakehouse_shared::status::record_cause(&error);
-        lakehouse_shared::status::with_error_info(code, message, reason, metadata)
+            _ => self.to_string(),
+        }
+    }
+
+    fn error_info(&self) -> ErrorInfo {
+        error_info(self, self.code()).into()
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        to_status(&error)
     }
 }
 

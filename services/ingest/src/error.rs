@@ -1,3 +1,4 @@
+use lakehouse_shared::status::{ErrorInfo, StatusError, to_status};
 use tonic::{Code, Status};
 
 /// Errors of the ingest service. One variant per cause. Messages never hold a
@@ -279,9 +280,9 @@ pub enum Error {
 /// Result with the ingest [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl Error {
+impl StatusError for Error {
     /// The gRPC code by meaning.
-    pub fn code(&self) -> Code {
+    fn code(&self) -> Code {
         match self {
             Error::InvalidRequest(_)
             | Error::InvalidName(_)
@@ -326,7 +327,7 @@ impl Error {
 
     /// The message a client sees: short and actionable, without backend
     /// internals such as storage server paths.
-    pub fn client_message(&self) -> String {
+    fn client_message(&self) -> String {
         match self {
             Error::Storage { operation, key, .. } => format!(
                 "storage failed during {operation} of {key}; it may be unreachable: see the storage service's GetBucketHealth and ListErrors"
@@ -334,6 +335,23 @@ impl Error {
             Error::Catalog { status } => format!("catalog: {}", status.message()),
             _ => self.to_string(),
         }
+    }
+
+    /// The `ErrorInfo` reason and metadata a client gets. A refusal by the
+    /// catalog keeps the catalog's own reason and metadata (DATASET_EXISTS,
+    /// VERSION_MISMATCH with the current version, ...), marked with
+    /// `service=catalog`, so a client branches on the same reasons whether
+    /// it called the catalog or ingest; CATALOG_FAILED only when the
+    /// catalog gave none.
+    fn error_info(&self) -> ErrorInfo {
+        if let Error::Catalog { status } = self
+            && let Some(reason) = lakehouse_shared::status::error_reason(status)
+        {
+            let mut metadata = lakehouse_shared::status::error_info_metadata(status);
+            metadata.insert("service".to_owned(), "catalog".to_owned());
+            return ErrorInfo { reason, metadata };
+        }
+        self.reason_and_values().into()
     }
 }
 
@@ -359,48 +377,14 @@ fn sqlstate_code(code: &str) -> Code {
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        let code = error.code();
-        // The server logs the failed call once, by class; the full cause
-        // (backend text) goes on the call's span for that line.
-        lakehouse_shared::status::record_cause(&error);
-        let (reason, metadata) = error.error_details();
-        lakehouse_shared::status::with_recorded_error_info(
-            code,
-            error.client_message(),
-            &reason,
-            &metadata,
-        )
+        to_status(&error)
     }
 }
 
 impl Error {
-    /// The `ErrorInfo` reason and metadata a client gets. A refusal by the
-    /// catalog keeps the catalog's own reason and metadata (DATASET_EXISTS,
-    /// VERSION_MISMATCH with the current version, ...), marked with
-    /// `service=catalog`, so a client branches on the same reasons whether
-    /// it called the catalog or ingest; CATALOG_FAILED only when the
-    /// catalog gave none.
-    pub(crate) fn error_details(&self) -> (String, std::collections::BTreeMap<String, String>) {
-        if let Error::Catalog { status } = self
-            && let Some(reason) = lakehouse_shared::status::error_reason(status)
-        {
-            let mut metadata = lakehouse_shared::status::error_info_metadata(status);
-            metadata.insert("service".to_owned(), "catalog".to_owned());
-            return (reason, metadata);
-        }
-        let (reason, metadata) = self.error_info();
-        (
-            reason.to_owned(),
-            metadata
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
-        )
-    }
-
     /// The stable `google.rpc.ErrorInfo` reason and the values a client
     /// needs to act on it, by variant.
-    pub(crate) fn error_info(&self) -> (&'static str, Vec<(&'static str, String)>) {
+    fn reason_and_values(&self) -> (&'static str, Vec<(&'static str, String)>) {
         match self {
             Error::InvalidRequest(_) => ("INVALID_ARGUMENT", vec![]),
             Error::InvalidName(_) => ("INVALID_NAME", vec![]),

@@ -38,6 +38,7 @@ use tonic::Code;
 use crate::error::{Error, Result};
 use crate::parquet_parts::{self, PartOptions, WrittenPart};
 use crate::registry::{Phase, Progress};
+use lakehouse_shared::status::StatusError as _;
 
 /// How the dataset changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,6 +26,7 @@ use crate::registry::{
     CancelOutcome, Failure, IngestRecord, Progress, ProgressSnapshot, Registry, State,
 };
 use crate::sweeper::{self, SweepOptions, SweepReport};
+use lakehouse_shared::status::StatusError as _;
 
 /// How long a request with a request_id waits for the history to load
 /// before it is refused (so a retry can never run an ingest twice because
@@ -461,11 +462,11 @@ impl Ingestor {
                     State::Failed
                 };
                 let message = error.client_message();
-                let (reason, metadata) = error.error_details();
+                let info = error.error_info();
                 let failure = Failure {
                     code: error.code() as i32,
-                    reason,
-                    metadata: metadata.into_iter().collect(),
+                    reason: info.reason,
+                    metadata: info.metadata.into_iter().collect(),
                 };
                 let record = self.registry.finish(&target.ingest_id, |r| {
                     r.state = state;

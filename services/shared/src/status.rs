@@ -39,6 +39,66 @@ pub fn not_yet_implemented(feature: &str) -> tonic::Status {
     ))
 }
 
+/// `google.rpc.ErrorInfo`'s part of a status: a stable, machine-readable
+/// reason (UPPER_SNAKE) and the values a client needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ErrorInfo {
+    /// Such as `INDEX_NOT_FOUND`.
+    pub reason: String,
+    /// Such as the current generation.
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl From<(&str, Vec<(&'static str, String)>)> for ErrorInfo {
+    fn from((reason, metadata): (&str, Vec<(&'static str, String)>)) -> Self {
+        Self {
+            reason: reason.to_owned(),
+            metadata: metadata
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect(),
+        }
+    }
+}
+
+impl From<(String, std::collections::BTreeMap<String, String>)> for ErrorInfo {
+    fn from((reason, metadata): (String, std::collections::BTreeMap<String, String>)) -> Self {
+        Self { reason, metadata }
+    }
+}
+
+/// The one shape of error → `tonic::Status` in every crate: each crate's
+/// error enum implements this in its own `error.rs` (small matches: code,
+/// reason, client message); its `From<Error> for Status` calls
+/// [`to_status`], and adapters only convert and delegate.
+pub trait StatusError: std::fmt::Display {
+    /// The gRPC code by meaning.
+    fn code(&self) -> Code;
+
+    /// The `ErrorInfo` reason and metadata.
+    fn error_info(&self) -> ErrorInfo;
+
+    /// The message a client sees: what to do, without backend internals
+    /// (SQL, S3 XML, server paths). By default the error's own text.
+    fn client_message(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The status for `error`: its code, client message and `ErrorInfo`; the
+/// full cause (backend text included) goes on the call's span, so the
+/// server's one log line for the failed call carries it.
+pub fn to_status<E: StatusError + ?Sized>(error: &E) -> tonic::Status {
+    record_cause(&error.to_string());
+    let info = error.error_info();
+    with_recorded_error_info(
+        error.code(),
+        error.client_message(),
+        &info.reason,
+        &info.metadata,
+    )
+}
+
 /// The domain of every `google.rpc.ErrorInfo` Lakehouse sends.
 pub const ERROR_DOMAIN: &str = "lakehouse";
 

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use lakehouse_shared::status::{ErrorInfo, StatusError, to_status};
 use tonic::{Code, Status};
 
 /// Errors of the storage service. One variant per cause; the gRPC mapping
@@ -187,12 +188,9 @@ pub enum Error {
 /// Result with the storage [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl From<Error> for Status {
-    fn from(error: Error) -> Self {
-        // The server logs the failed call once, by class; the full cause
-        // (backend text) goes on the call's span for that line.
-        lakehouse_shared::status::record_cause(&error);
-        let code = match &error {
+impl StatusError for Error {
+    fn code(&self) -> Code {
+        match self {
             Error::UnknownBucket { .. } | Error::NotFound { .. } => Code::NotFound,
             Error::InvalidKey { .. }
             | Error::InvalidRange(_)
@@ -212,12 +210,18 @@ impl From<Error> for Status {
             | Error::Secret { .. }
             | Error::CreateFolder { .. }
             | Error::BuildBackend { .. } => Code::Internal,
-        };
-        let message = match &error {
+        }
+    }
+
+    /// Backend text stays in the journal and the log: a client learns which
+    /// bucket failed and where to look.
+    fn client_message(&self) -> String {
+        let code = self.code();
+        match self {
             Error::Backend {
                 bucket, operation, ..
             } => match code {
-                Code::NotFound => error.to_string(),
+                Code::NotFound => self.to_string(),
                 Code::PermissionDenied | Code::Unauthenticated => format!(
                     "bucket {bucket} refused {operation}: check its credentials; details are in the error journal (ListErrors)"
                 ),
@@ -228,10 +232,18 @@ impl From<Error> for Status {
             Error::Journal(_) => {
                 "the error journal is unavailable; see the storage server's log".to_owned()
             }
-            _ => error.to_string(),
-        };
-        let (reason, metadata) = error_info(&error, code);
-        lakehouse_shared::status::with_error_info(code, message, reason, metadata)
+            _ => self.to_string(),
+        }
+    }
+
+    fn error_info(&self) -> ErrorInfo {
+        error_info(self, self.code()).into()
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        to_status(&error)
     }
 }
 

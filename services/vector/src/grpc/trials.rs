@@ -12,7 +12,7 @@ use lakehouse_shared::status::{ok_rpc_status, to_rpc_status};
 use lakehouse_shared::time::to_proto as timestamp;
 use tonic::{Response, Status};
 
-use super::{EventStream, k, name, params, params_pb, progress_pb, request_id_of, status};
+use super::{EventStream, k, name, params, params_pb, progress_pb, request_id_of};
 use crate::error::Error;
 use crate::hnsw::HnswParams;
 use crate::service::VectorService;
@@ -24,6 +24,7 @@ use crate::trials::tune::{DEFAULT_MAX_BUILDS, DEFAULT_MIN_RECALL};
 use crate::trials::{
     DEFAULT_QUERY_COUNT, EvalQueries, NewEvalSet, NewTrial, TrialFilter, TrialTicket, TuneRequest,
 };
+use lakehouse_shared::status::to_status;
 
 fn eval_set_pb(r: &EvalSetRecord) -> pb::EvalSet {
     pb::EvalSet {
@@ -428,7 +429,7 @@ enum Message {
 fn outcome_status(outcome: &RunOutcome) -> lakehouse_proto::google::rpc::Status {
     match &outcome.status {
         Ok(()) => ok_rpc_status(),
-        Err(error) => to_rpc_status(&status(error)),
+        Err(error) => to_rpc_status(&to_status(&**error)),
     }
 }
 

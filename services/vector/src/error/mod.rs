@@ -2,6 +2,8 @@ use lakehouse_shared::names::InvalidName;
 use lakehouse_shared::paging::{NegativePageSize, PageTokenError};
 use lakehouse_shared::request_id::InvalidRequestId;
 
+mod status;
+
 /// Errors of the vector service: one variant per cause. `grpc` maps each to
 /// a status code and a stable `ErrorInfo` reason; storage and catalog text
 /// is passed on only where it is already meant for clients.
