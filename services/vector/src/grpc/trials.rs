@@ -12,7 +12,8 @@ use lakehouse_shared::status::{ok_rpc_status, to_rpc_status};
 use lakehouse_shared::time::to_proto as timestamp;
 use tonic::{Response, Status};
 
-use super::{EventStream, k, name, params, params_pb, progress_pb, request_id_of};
+use super::EventStream;
+use super::convert::{k, name, params, params_pb, progress_pb, request_id_of};
 use crate::error::Error;
 use crate::hnsw::HnswParams;
 use crate::service::VectorService;
