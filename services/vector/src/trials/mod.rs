@@ -10,16 +10,20 @@
 //! (`--vector-trial-threads`), at most `--vector-max-trials` at once, under a
 //! memory budget checked before each build; searches never wait for them.
 
+mod eval_ops;
 pub mod eval_set;
 pub mod journal;
+mod journal_ops;
 pub mod measure;
-mod ops;
 pub mod rank;
 pub mod record;
 pub mod run;
+mod run_ops;
+mod state;
 pub mod tune;
+mod tune_ops;
 
-pub use ops::{
+pub use state::{
     DEFAULT_QUERY_COUNT, EvalQueries, MAX_QUERY_COUNT, MAX_SWEEP, NewEvalSet, NewTrial,
     TrialFilter, TrialState, TrialTicket, TuneRequest, prepare_vector,
 };
