@@ -216,15 +216,12 @@ impl Ingestor {
     /// Sweeps orphans every `interval` until shutdown, off the request
     /// path. A failed round is logged and the next one tries again.
     pub async fn sweep_periodically(&self, interval: Duration) {
-        loop {
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
-            }
+        lakehouse_shared::periodic::every(interval, &self.shutdown, None, || async move {
             if let Err(error) = self.sweep_orphans(None, false, None).await {
                 tracing::warn!(%error, "the periodic orphan sweep failed; the next one tries again");
             }
-        }
+        })
+        .await;
     }
 
     /// Tells a running ingest to stop.

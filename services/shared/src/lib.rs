@@ -11,6 +11,7 @@ mod error;
 pub mod ingest_id;
 pub mod names;
 pub mod paging;
+pub mod periodic;
 pub mod request_id;
 pub mod secrets;
 pub mod server;

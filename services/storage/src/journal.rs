@@ -157,17 +157,17 @@ pub async fn flush_periodically(
     interval: Duration,
     stop: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-            () = journal.flush_needed.notified() => {}
-        }
-        if let Err(error) = journal.flush().await {
-            // The entries stay buffered and listable; the next tick retries.
-            tracing::warn!(%error, "error journal flush failed; entries stay buffered");
-        }
-    }
+    let journal = &journal;
+    lakehouse_shared::periodic::every(
+        interval,
+        &stop,
+        Some(&journal.flush_needed),
+        || async move {
+            if let Err(error) = journal.flush().await {
+                // The entries stay buffered and listable; the next round retries.
+                tracing::warn!(%error, "error journal flush failed; entries stay buffered");
+            }
+        },
+    )
+    .await;
 }

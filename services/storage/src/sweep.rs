@@ -183,7 +183,8 @@ fn remove_temp_files(root: &FsPath, grace: Duration) -> Vec<(String, u64)> {
     removed
 }
 
-/// Sweeps every `interval` (the first right after start) until `stop`.
+/// Removes what a dead process left at once, then sweeps leftovers every
+/// `interval` until `stop`.
 pub async fn sweep_periodically(
     storage: std::sync::Arc<Storage>,
     interval: Duration,
@@ -192,18 +193,11 @@ pub async fn sweep_periodically(
     started: std::time::Instant,
 ) {
     storage.sweep_dead_temp_files(started).await;
-    if interval.is_zero() {
-        return;
-    }
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+    let storage = &storage;
+    lakehouse_shared::periodic::every(interval, &stop, None, || async move {
         storage.sweep_leftovers(grace).await;
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

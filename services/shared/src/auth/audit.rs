@@ -101,18 +101,14 @@ pub async fn flush_periodically(
     interval: Duration,
     stop: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
+    let journal = &journal;
+    crate::periodic::every(interval, &stop, None, || async move {
         if let Err(error) = journal.flush().await {
-            // The records stay buffered; the next tick retries.
+            // The records stay buffered; the next round retries.
             tracing::warn!(%error, "audit journal flush failed; records stay buffered");
         }
-    }
+    })
+    .await;
     if let Err(error) = journal.flush().await {
         tracing::warn!(%error, "audit journal final flush failed; buffered records are lost");
     }
