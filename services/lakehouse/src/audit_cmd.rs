@@ -33,7 +33,7 @@ pub struct AuditArgs {
     pub token_name: Option<String>,
 
     #[command(flatten)]
-    pub auth: crate::cli::TokenArgs,
+    pub auth: crate::client_args::TokenArgs,
 }
 
 pub async fn run(args: AuditArgs) -> Result<ExitCode> {

@@ -7,7 +7,6 @@ use lakehouse_shared::config::{
     AuthConfig, ClientTlsFiles, DataDirConfig, PeersConfig, SecretsConfig, ServerConfig,
     ServerTlsFiles, TelemetryConfig,
 };
-use lakehouse_shared::secrets::SecretString;
 
 /// Lakehouse: a self-hosted lakehouse for one owner and their LLM agents.
 #[derive(Debug, clap::Parser)]
@@ -155,27 +154,6 @@ pub struct HealthArgs {
     pub tls: ClientTlsFiles,
 }
 
-/// The bearer token client commands send. `hide_env_values` keeps
-/// `LAKEHOUSE_TOKEN`'s value out of `--help`, and [`SecretString`] keeps it
-/// out of any `{:?}` of the parsed arguments.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TokenArgs {
-    /// Bearer token for servers with authentication on (a token's value,
-    /// not its name). Prefer the environment variable: a flag is visible in
-    /// process listings and shell history.
-    #[arg(
-        long,
-        env = "LAKEHOUSE_TOKEN",
-        hide_env_values = true,
-        global = true,
-        value_parser = parse_token
-    )]
-    pub token: Option<SecretString>,
-
-    #[command(flatten)]
-    pub tls: ClientTlsFiles,
-}
-
 impl Command {
     /// The client TLS settings of a client command (`serve` has its own).
     fn client_tls(&self) -> Option<&ClientTlsFiles> {
@@ -207,10 +185,6 @@ pub fn apply_client_tls(command: &Command) -> Result<(), Box<dyn std::error::Err
         lakehouse_client::set_client_tls(tls)?;
     }
     Ok(())
-}
-
-fn parse_token(value: &str) -> Result<SecretString, String> {
-    Ok(SecretString::new(value.trim()))
 }
 
 #[cfg(test)]

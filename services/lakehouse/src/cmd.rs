@@ -149,7 +149,7 @@ macro_rules! target {
             pub output: Output,
 
             #[command(flatten)]
-            pub auth: crate::cli::TokenArgs,
+            pub auth: crate::client_args::TokenArgs,
         }
 
         impl $name {

@@ -7,6 +7,7 @@ use clap::Parser;
 
 mod audit_cmd;
 mod cli;
+mod client_args;
 mod cmd;
 mod datasets_cmd;
 mod health;
