@@ -47,7 +47,7 @@ pub struct VectorConfig {
     /// server's `--max-message-bytes`: a BatchSearch of 10,000 queries of
     /// 768 dimensions is 31 MB. A response past it (many queries times a
     /// large k) is refused with RESOURCE_EXHAUSTED before it is sent.
-    #[arg(long = "vector-max-message-bytes", env = "LAKEHOUSE_VECTOR_MAX_MESSAGE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    #[arg(id = "vector_max_message_bytes", long = "vector-max-message-bytes", env = "LAKEHOUSE_VECTOR_MAX_MESSAGE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_message_bytes: u64,
 }
 
