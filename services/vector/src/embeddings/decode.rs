@@ -14,7 +14,7 @@ use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
 use super::ranged_fetch::StorageReader;
 use super::row_slicing::RowGroupSlice;
-use super::validation::{bad_row, check_dim, check_ids, checked_norm};
+use super::validation::{bad_row, check_ids, checked_norm, is_number};
 use super::vector_buffer::{Destination, write_rows};
 use super::{DataFile, LoadSpec};
 use crate::error::{Error, Result};
@@ -32,11 +32,6 @@ pub(super) struct Part {
     pub(super) dim: Option<usize>,
     pub(super) batches: Vec<RecordBatch>,
     pub(super) first_row: u64,
-}
-
-/// Whether `data_type` is a number a vector component can be read from.
-pub(super) fn is_number(data_type: &DataType) -> bool {
-    data_type.is_floating() || data_type.is_integer()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -281,6 +276,21 @@ fn append_variable(
         part.vectors.extend_from_slice(row);
     }
     Ok(())
+}
+
+fn check_dim(spec: &LoadSpec, part: &mut Part, found: usize, row: u64) -> Result<()> {
+    match part.dim {
+        None => {
+            part.dim = Some(found);
+            Ok(())
+        }
+        Some(dim) if dim == found => Ok(()),
+        Some(dim) => Err(bad_row(
+            spec,
+            row,
+            format!("vector has {found} dimensions, earlier rows have {dim}"),
+        )),
+    }
 }
 
 #[cfg(test)]

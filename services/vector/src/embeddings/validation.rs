@@ -7,7 +7,6 @@ use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 
-use super::decode::Part;
 use super::{DataFile, LoadSpec};
 use crate::error::{Error, Result};
 
@@ -66,21 +65,6 @@ pub(super) fn checked_norm(spec: &LoadSpec, row: &[f32], row_number: u64) -> Res
     Ok(norm)
 }
 
-pub(super) fn check_dim(spec: &LoadSpec, part: &mut Part, found: usize, row: u64) -> Result<()> {
-    match part.dim {
-        None => {
-            part.dim = Some(found);
-            Ok(())
-        }
-        Some(dim) if dim == found => Ok(()),
-        Some(dim) => Err(bad_row(
-            spec,
-            row,
-            format!("vector has {found} dimensions, earlier rows have {dim}"),
-        )),
-    }
-}
-
 /// Ids must be integers or strings, never null.
 pub(super) fn check_ids(spec: &LoadSpec, ids: &ArrayRef, first_row: u64) -> Result<()> {
     let usable = ids.data_type().is_integer()
@@ -100,4 +84,9 @@ pub(super) fn check_ids(spec: &LoadSpec, ids: &ArrayRef, first_row: u64) -> Resu
         return Err(bad_row(spec, first_row + i as u64, "id is null"));
     }
     Ok(())
+}
+
+/// Whether `data_type` is a number a vector component can be read from.
+pub(super) fn is_number(data_type: &DataType) -> bool {
+    data_type.is_floating() || data_type.is_integer()
 }

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 
-use super::decode::is_number;
-use super::validation::{bad_row, checked_norm};
+use super::validation::{bad_row, checked_norm, is_number};
 use super::{DataFile, LoadSpec};
 use crate::error::Result;
 
