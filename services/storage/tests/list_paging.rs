@@ -7,152 +7,23 @@
 
 mod common;
 
-use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use common::{TestServer, local_bucket_toml};
-use futures::StreamExt as _;
-use futures::stream::BoxStream;
 use lakehouse_proto::storage::v1 as pb;
 use lakehouse_shared::status::error_reason;
+use lakehouse_shared::testing::TestStore;
 use lakehouse_storage::{Backend, Bucket, BucketRegistry, ErrorRecord, JOURNAL_PREFIX};
-use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
-
-/// An in-memory store that counts listing calls and the entries the caller
-/// pulls from the listing streams. Its `list_with_offset` starts after the
-/// offset, as S3's `start-after` does, so what is pulled is what an S3
-/// backend would have fetched (in LIST requests of up to 1000 keys).
-#[derive(Debug, Default)]
-struct CountingStore {
-    inner: InMemory,
-    list_calls: AtomicUsize,
-    pulled: Arc<AtomicUsize>,
-    /// Bytes served by reads (whole or ranged).
-    read_bytes: AtomicUsize,
-}
-
-impl fmt::Display for CountingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CountingStore({})", self.inner)
-    }
-}
-
-impl CountingStore {
-    fn counted(
-        &self,
-        stream: BoxStream<'static, object_store::Result<ObjectMeta>>,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.list_calls.fetch_add(1, Ordering::SeqCst);
-        let pulled = self.pulled.clone();
-        stream
-            .inspect(move |_| {
-                pulled.fetch_add(1, Ordering::SeqCst);
-            })
-            .boxed()
-    }
-
-    fn take_counts(&self) -> (usize, usize) {
-        (
-            self.list_calls.swap(0, Ordering::SeqCst),
-            self.pulled.swap(0, Ordering::SeqCst),
-        )
-    }
-}
-
-#[tonic::async_trait]
-impl ObjectStore for CountingStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let result = self.inner.get_opts(location, options).await?;
-        let served = usize::try_from(result.range.end - result.range.start).unwrap_or(usize::MAX);
-        self.read_bytes.fetch_add(served, Ordering::SeqCst);
-        Ok(result)
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        let served: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-        self.read_bytes.fetch_add(
-            usize::try_from(served).unwrap_or(usize::MAX),
-            Ordering::SeqCst,
-        );
-        self.inner.get_ranges(location, ranges).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.counted(self.inner.list(prefix))
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        // InMemory filters a full listing; skip what precedes the offset
-        // before counting, as S3's start-after does on the server.
-        self.counted(self.inner.list_with_offset(prefix, offset))
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.list_calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, PutPayload};
 
 const KEYS: usize = 100_000;
 
-async fn counting_server() -> (TestServer, Arc<CountingStore>) {
-    let store = Arc::new(CountingStore::default());
+async fn counting_server() -> (TestServer, Arc<TestStore>) {
+    let store = Arc::new(TestStore::in_memory());
     for i in 0..KEYS {
         store
-            .inner
+            .inner()
             .put(
                 &Path::from(format!("big/k{i:06}")),
                 PutPayload::from_static(b"x"),
@@ -162,7 +33,7 @@ async fn counting_server() -> (TestServer, Arc<CountingStore>) {
     }
     for i in 0..3 {
         store
-            .inner
+            .inner()
             .put(
                 &Path::from(format!("small/s{i}")),
                 PutPayload::from_static(b"y"),
@@ -178,7 +49,7 @@ async fn counting_server() -> (TestServer, Arc<CountingStore>) {
     };
     let registry = BucketRegistry::from_buckets(vec![bucket], "mem");
     let server = TestServer::start_on(registry, None).await;
-    store.take_counts();
+    store.take_list_counts();
     (server, store)
 }
 
@@ -209,7 +80,7 @@ async fn a_page_costs_what_it_holds_not_the_prefix() {
     let expected: Vec<String> = (0..100).map(|i| format!("big/k{i:06}")).collect();
     assert_eq!(keys(&first), expected);
     assert!(first.next_page_token.starts_with("v1."));
-    let (calls, pulled) = store.take_counts();
+    let (calls, pulled) = store.take_list_counts();
     assert_eq!(calls, 1, "one listing per page");
     assert!(
         pulled <= 101,
@@ -227,7 +98,7 @@ async fn a_page_costs_what_it_holds_not_the_prefix() {
             .into_inner();
         assert_eq!(next.objects.len(), 100);
         assert!(next.objects[0].key > page[99].key, "pages do not overlap");
-        let (calls, pulled) = store.take_counts();
+        let (calls, pulled) = store.take_list_counts();
         assert_eq!(calls, 1);
         assert!(pulled <= 101, "page pulled {pulled} entries");
         token = next.next_page_token;
@@ -243,7 +114,7 @@ async fn a_page_costs_what_it_holds_not_the_prefix() {
         .expect("capped page")
         .into_inner();
     assert_eq!(big.objects.len(), 1000);
-    let (_, pulled) = store.take_counts();
+    let (_, pulled) = store.take_list_counts();
     assert!(pulled <= 1001, "pulled {pulled}");
 }
 
@@ -442,7 +313,7 @@ async fn list_errors_tokens_are_bound_to_filters() {
 #[tokio::test]
 async fn a_list_errors_page_reads_what_it_holds_not_the_journal() {
     const ENTRIES: usize = 60_000;
-    let store = Arc::new(CountingStore::default());
+    let store = Arc::new(TestStore::in_memory());
     // A journal as the service leaves it after a while: one compacted
     // object and a few newer parts.
     let writer =
@@ -475,7 +346,7 @@ async fn a_list_errors_page_reads_what_it_holds_not_the_journal() {
     let journal_bytes: u64 = {
         use futures::TryStreamExt as _;
         let metas: Vec<ObjectMeta> = store
-            .inner
+            .inner()
             .list(Some(&Path::from(JOURNAL_PREFIX)))
             .try_collect()
             .await
@@ -509,13 +380,13 @@ async fn a_list_errors_page_reads_what_it_holds_not_the_journal() {
             .into_inner()
             .next_page_token;
     }
-    store.read_bytes.swap(0, Ordering::SeqCst);
+    store.take_read_bytes();
     let page = client
         .list_errors(request(token, 100))
         .await
         .expect("deep page")
         .into_inner();
-    let read = store.read_bytes.swap(0, Ordering::SeqCst) as u64;
+    let read = store.take_read_bytes();
     let keys: Vec<String> = page.errors.iter().map(|e| e.key.clone()).collect();
     let expected: Vec<String> = (30_000..31_000)
         .step_by(10)

@@ -46,8 +46,8 @@ pub use store::{IndexStore, generation_prefix, record_key};
 
 #[cfg(test)]
 use {
-    async_trait as _, lakehouse_catalog as _, lakehouse_storage as _, tempfile as _,
-    tokio_util as _, tonic_health as _,
+    lakehouse_catalog as _, lakehouse_storage as _, tempfile as _, tokio_util as _,
+    tonic_health as _,
 };
 
 /// The vector service with its peers' clients.

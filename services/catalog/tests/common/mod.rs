@@ -1,20 +1,14 @@
 //! Test harness: a real storage gRPC server (local bucket, whose store
-//! counts the bytes it serves) and a real catalog gRPC server, both on
+//! counts the bytes it serves: the shared `TestStore`) and a real catalog gRPC server, both on
 //! loopback sockets; Parquet writers; the skip-or-fail gate.
 
 #![allow(dead_code)]
 
-use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
-use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::BoxStream;
 use lakehouse_catalog::{CatalogConfig, CatalogRuntime};
 use lakehouse_client::{CatalogClient, GrpcObjectStore, StorageClient};
 use lakehouse_proto::catalog::v1 as pb;
@@ -22,17 +16,14 @@ use lakehouse_shared::secrets::StaticSecrets;
 use lakehouse_shared::server::GrpcServer;
 use lakehouse_storage::{Bucket, BucketRegistry, BucketsFile, Storage};
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectStoreExt as _, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use tokio_util::sync::CancellationToken;
 
 #[allow(unused_imports)]
 pub use lakehouse_shared::testing::skip_or_fail;
-use lakehouse_shared::testing::{serve_on_loopback, server_config};
+use lakehouse_shared::testing::{TestStore, serve_on_loopback, server_config};
 
 pub fn catalog_config() -> CatalogConfig {
     CatalogConfig {
@@ -43,97 +34,13 @@ pub fn catalog_config() -> CatalogConfig {
     }
 }
 
-/// Wraps a bucket's store and counts the bytes it serves to readers (the
-/// length of every ranged or whole read), so a test can prove how much of
-/// the files a resync read. Wrappers compose, as object_store's own do.
-#[derive(Debug)]
-pub struct CountingStore {
-    inner: Arc<dyn ObjectStore>,
-    served: Arc<AtomicU64>,
-}
-
-impl fmt::Display for CountingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Counting({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for CountingStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let head = options.head;
-        let result = self.inner.get_opts(location, options).await?;
-        if !head {
-            self.served
-                .fetch_add(result.range.end - result.range.start, Ordering::Relaxed);
-        }
-        Ok(result)
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        let out = self.inner.get_ranges(location, ranges).await?;
-        let total: usize = out.iter().map(Bytes::len).sum();
-        self.served.fetch_add(total as u64, Ordering::Relaxed);
-        Ok(out)
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 /// Storage and catalog servers on loopback, over a temporary folder.
 pub struct Stack {
     pub storage_addr: String,
     pub catalog_addr: String,
     pub storage: Arc<Storage>,
-    /// Bytes the bucket `main` served to readers.
-    pub served: Arc<AtomicU64>,
+    /// The bucket `main`'s store, counting the bytes it serves to readers.
+    pub main_store: Arc<TestStore>,
     pub dir: tempfile::TempDir,
     runtime: Option<CatalogRuntime>,
     stop: CancellationToken,
@@ -188,12 +95,9 @@ impl Stack {
         let file = BucketsFile::parse(&toml).expect("valid buckets config");
         let registry =
             BucketRegistry::build(&file, &StaticSecrets::default()).expect("buckets build");
-        let served = Arc::new(AtomicU64::new(0));
         let mut bucket: Bucket = registry.get("main").expect("main bucket").clone();
-        bucket.store = Arc::new(CountingStore {
-            inner: bucket.store.clone(),
-            served: served.clone(),
-        });
+        let main_store = Arc::new(TestStore::new(bucket.store.clone()));
+        bucket.store = main_store.clone();
         let other: Bucket = registry.get("other").expect("other bucket").clone();
         let registry = BucketRegistry::from_buckets(vec![bucket, other], "main");
         let storage = Arc::new(Storage::new(registry, Duration::from_millis(1500)));
@@ -219,7 +123,7 @@ impl Stack {
             storage_addr,
             catalog_addr,
             storage,
-            served,
+            main_store,
             dir,
             runtime: Some(runtime),
             stop,
@@ -249,8 +153,9 @@ impl Stack {
         GrpcObjectStore::new(self.storage_client(), "other")
     }
 
+    /// Bytes the bucket `main` served to readers so far.
     pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
+        self.main_store.read_bytes()
     }
 
     /// Stops the servers and closes the catalog database.

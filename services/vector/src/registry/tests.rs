@@ -1,24 +1,18 @@
 //! The generation state machine crashed at every step: a store that fails
-//! its n-th write (and every call after it, as a dead process would) runs a
+//! its n-th write (the shared `TestStore`) (and every call after it, as a dead process would) runs a
 //! scenario of builds, promotes, a rollback, a failed build and a delete;
 //! then a fresh registry recovers from what the store holds, and the state
 //! on "disk" is checked: one active generation, whole and verified, that
 //! answers a seeded search right; nothing BUILDING; no files the record
 //! does not name.
 
-use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch};
-use async_trait::async_trait;
-use futures::stream::BoxStream;
+use lakehouse_shared::testing::TestStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 
 use super::{IndexRegistry, Outcome, Reserved};
 use crate::Metric;
@@ -31,119 +25,6 @@ use crate::store::{INDEXES_PREFIX, IndexStore, record_key};
 const N: usize = 200;
 const DIM: usize = 8;
 const INDEX: &str = "crashy";
-
-/// Fails the n-th write (put, multipart upload, delete) and every call
-/// after it.
-#[derive(Debug)]
-struct FaultyStore {
-    inner: Arc<InMemory>,
-    writes: AtomicUsize,
-    fail_at: usize,
-}
-
-impl FaultyStore {
-    fn new(inner: Arc<InMemory>, fail_at: usize) -> Self {
-        Self {
-            inner,
-            writes: AtomicUsize::new(0),
-            fail_at,
-        }
-    }
-
-    fn dead(&self) -> bool {
-        self.writes.load(Ordering::SeqCst) >= self.fail_at
-    }
-
-    fn write(&self) -> object_store::Result<()> {
-        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
-        if n >= self.fail_at {
-            return Err(crash());
-        }
-        Ok(())
-    }
-}
-
-fn crash() -> object_store::Error {
-    object_store::Error::Generic {
-        store: "Faulty",
-        source: "injected crash".into(),
-    }
-}
-
-impl fmt::Display for FaultyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for FaultyStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.write()?;
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.write()?;
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        if self.dead() {
-            return Err(crash());
-        }
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        use futures::StreamExt as _;
-        if self.write().is_err() {
-            return futures::stream::once(async { Err(crash()) }).boxed();
-        }
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        use futures::StreamExt as _;
-        if self.dead() {
-            return futures::stream::once(async { Err(crash()) }).boxed();
-        }
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        if self.dead() {
-            return Err(crash());
-        }
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.write()?;
-        self.inner.copy_opts(from, to, options).await
-    }
-}
 
 /// The seeded vectors every generation is built from.
 fn vectors() -> Arc<Vec<f32>> {
@@ -369,10 +250,10 @@ async fn check_recovered(inner: &Arc<InMemory>, done: usize, fail_at: usize) {
 async fn a_crash_at_any_write_leaves_one_whole_active_generation() {
     // The scenario's writes, counted without faults.
     let clean = Arc::new(InMemory::new());
-    let counter = Arc::new(FaultyStore::new(clean.clone(), usize::MAX));
+    let counter = Arc::new(TestStore::new(clean.clone()));
     let done = scenario(&registry(counter.clone())).await;
     assert_eq!(done, 6, "the scenario runs whole without faults");
-    let total = counter.writes.load(Ordering::SeqCst);
+    let total = counter.writes();
     assert!(total > 20, "{total} writes");
     check_recovered(&clean, done, usize::MAX).await;
     let record = registry(clean.clone());
@@ -382,7 +263,7 @@ async fn a_crash_at_any_write_leaves_one_whole_active_generation() {
 
     for fail_at in 1..=total {
         let inner = Arc::new(InMemory::new());
-        let faulty = Arc::new(FaultyStore::new(inner.clone(), fail_at));
+        let faulty = Arc::new(TestStore::crashing_at(inner.clone(), fail_at));
         let done = scenario(&registry(faulty)).await;
         check_recovered(&inner, done, fail_at).await;
     }

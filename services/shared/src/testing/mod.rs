@@ -2,6 +2,8 @@
 //! dev-dependencies): the skip-or-fail gate for outside dependencies, and
 //! small process and file utilities.
 
+mod store;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::server::GrpcServer;
+
+pub use store::TestStore;
 
 /// Skips a test whose outside dependency is missing, loudly; fails it
 /// under `LAKEHOUSE_TEST_REQUIRE_ALL=1` (CI), where everything must be there.
