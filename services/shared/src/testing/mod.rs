@@ -2,6 +2,7 @@
 //! dev-dependencies): the skip-or-fail gate for outside dependencies, and
 //! small process and file utilities.
 
+mod moto;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerConfig;
 use crate::server::GrpcServer;
 
+pub use moto::MotoServer;
 pub use store::TestStore;
 
 /// Skips a test whose outside dependency is missing, loudly; fails it

@@ -4,9 +4,8 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lakehouse_client::GrpcObjectStore;
 use lakehouse_shared::auth::AuthPolicy;
@@ -83,64 +82,9 @@ impl TestServer {
     }
 }
 
-/// A moto S3 server on a free port, killed on drop.
-pub struct S3Server {
-    child: Child,
-    pub endpoint: String,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl S3Server {
-    /// Starts moto_server, or returns None (after skip_or_fail) when absent.
-    pub fn start(test: &str) -> Option<Self> {
-        let Some(moto) = which("moto_server") else {
-            skip_or_fail(
-                test,
-                "moto_server (a real S3 HTTP server) is not on PATH; pip install 'moto[server]'",
-            );
-            return None;
-        };
-        let port = free_port();
-        let child = Command::new(moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(Self { child, endpoint })
-    }
-
-    /// Creates a bucket with a plain HTTP PUT (moto does not check auth).
-    pub fn create_bucket(&self, name: &str) {
-        use std::io::{Read as _, Write as _};
-        let host = self.endpoint.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(host).expect("connect to moto");
-        write!(
-            stream,
-            "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        assert!(
-            response.starts_with("HTTP/1.1 200"),
-            "create bucket: {response}"
-        );
-    }
-}
+/// The shared moto S3 server.
+#[allow(unused_imports)]
+pub use lakehouse_shared::testing::MotoServer as S3Server;
 
 pub fn local_bucket_toml(name: &str, path: &Path, rescue: Option<&str>) -> String {
     let rescue = rescue
