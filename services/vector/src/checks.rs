@@ -11,14 +11,21 @@ use crate::error::{Error, Result};
 /// Largest squared norm a vector may have: any two such vectors are at an
 /// L2 distance of at most `4 * MAX_SQUARED_NORM` = f32::MAX, and their dot
 /// product stays within f32 too, so no distance overflows to infinity.
-pub const MAX_SQUARED_NORM: f64 = f32::MAX as f64 / 4.0;
+pub const MAX_SQUARED_NORM: f32 = f32::MAX / 4.0;
 
-/// Why `vector` (finite components already checked) cannot be compared in
-/// f32, if it cannot: its squared norm, summed in f64, is past
-/// [`MAX_SQUARED_NORM`].
-pub fn magnitude_problem(vector: &[f32]) -> Option<String> {
-    let squared: f64 = vector.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-    (squared > MAX_SQUARED_NORM).then(|| {
+/// The squared norm of `vector` with the engine's SIMD kernel (the one
+/// cosine normalisation uses, so the check costs no extra pass there).
+pub fn squared_norm(vector: &[f32]) -> f32 {
+    crate::hnsw::simd::dot(vector, vector)
+}
+
+/// Why a vector (finite components already checked) with this `squared`
+/// norm cannot be compared in f32, if it cannot: past
+/// [`MAX_SQUARED_NORM`] (an overflow to infinity included).
+pub fn magnitude_problem(vector: &[f32], squared: f32) -> Option<String> {
+    // Written so that NaN (an overflow inside the sum) is refused too.
+    let fits = squared <= MAX_SQUARED_NORM;
+    (!fits).then(|| {
         let (c, v) = vector
             .iter()
             .enumerate()
@@ -78,9 +85,11 @@ mod tests {
 
     #[test]
     fn vectors_whose_distances_overflow_f32_are_refused() {
-        assert!(magnitude_problem(&[1e38; 128]).is_some());
-        assert!(magnitude_problem(&[1e19, 1e19]).is_some());
-        assert!(magnitude_problem(&[1e18; 4]).is_none());
-        assert!(magnitude_problem(&[0.5; 768]).is_none());
+        let problem = |v: &[f32]| magnitude_problem(v, squared_norm(v));
+        assert!(problem(&[1e38; 128]).is_some(), "overflows to infinity");
+        assert!(problem(&[1e19; 2]).is_some(), "2e38 is past f32::MAX / 4");
+        assert!(problem(&[1e18; 4]).is_none());
+        assert!(problem(&[0.5; 768]).is_none());
+        assert!(magnitude_problem(&[1.0], f32::NAN).is_some());
     }
 }

@@ -238,7 +238,13 @@ impl VectorService {
         };
         for name in &names {
             if let Err(error) = self.registry.recover(name).await {
+                // Listed as damaged, so it is neither hidden nor overwritten;
+                // RepairIndex loads it once storage answers again.
                 tracing::error!(index = %name, %error, "cannot load persisted index");
+                self.registry.register_unreadable(
+                    name,
+                    format!("it could not be read at start ({error}); RepairIndex retries"),
+                );
             }
         }
         self.ready.send_replace(true);

@@ -48,13 +48,16 @@ pub(super) fn checked_norm(spec: &LoadSpec, row: &[f32], row_number: u64) -> Res
             format!("component {c} is {}", row[c]),
         ));
     }
-    if let Some(problem) = crate::checks::magnitude_problem(row) {
+    // One SIMD pass: the squared norm checks the magnitude and, for
+    // cosine, gives the norm (the same bits as `Metric::norm`).
+    let squared = crate::checks::squared_norm(row);
+    if let Some(problem) = crate::checks::magnitude_problem(row, squared) {
         return Err(bad_row(spec, row_number, problem));
     }
     if !spec.normalize {
         return Ok(1.0);
     }
-    let norm = crate::Metric::norm(row);
+    let norm = squared.sqrt();
     if norm == 0.0 {
         return Err(bad_row(
             spec,

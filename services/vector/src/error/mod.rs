@@ -72,7 +72,7 @@ pub enum Error {
 
     /// The index's record cannot be read: it can only be listed and deleted.
     #[error(
-        "index {index:?} is damaged: {reason}; DeleteIndex removes it (its files with it), then CreateIndex builds it anew"
+        "index {index:?} is damaged: {reason}; RepairIndex rebuilds its record from its generations (or loads it again), DeleteIndex removes it with its files"
     )]
     IndexDamaged {
         /// The index.

@@ -223,6 +223,15 @@ impl IndexRegistry {
         self.indexes.read().values().cloned().collect()
     }
 
+    /// Registers an index whose folder could not be read at start as
+    /// damaged, unless recovery registered it meanwhile.
+    pub fn register_unreadable(&self, name: &str, reason: String) {
+        self.indexes
+            .write()
+            .entry(name.to_owned())
+            .or_insert_with(|| IndexEntry::damaged(name, reason));
+    }
+
     /// Registers a new index and stores its record, first removing any
     /// files an earlier index of that name left behind, so its generations
     /// never mix with them.
@@ -237,6 +246,15 @@ impl IndexRegistry {
             indexes.insert(name.clone(), entry.clone());
         }
         let stored = async {
+            // An index this process could not load at start still has its
+            // record: never overwrite it.
+            match self.store.read_record(&name).await {
+                Ok(None) => {}
+                Ok(Some(_)) | Err(Error::Corrupt { .. }) => {
+                    return Err(Error::IndexExists { name: name.clone() });
+                }
+                Err(error) => return Err(error),
+            }
             self.store.delete_index(&name).await?;
             self.store.write_record(&record).await
         };

@@ -27,6 +27,12 @@ impl IndexRegistry {
                 index: name.to_owned(),
             });
         }
+        // Unreadable at start but whole now (storage was down): load it.
+        if let Ok(Some(record)) = self.store.read_record(name).await {
+            drop(_writer);
+            self.recover(name).await?;
+            return Ok(record.generations.iter().rev().map(|g| g.generation).collect());
+        }
         let listing = self.store.list_index(name).await?;
         let mut manifests = Vec::new();
         for generation in listing.generations.keys().rev() {

@@ -432,3 +432,25 @@ async fn a_damaged_record_is_repaired_from_its_generations() {
     again.recover(INDEX).await.expect("recover");
     assert_eq!(again.usable(INDEX).expect("entry").record().active, 2);
 }
+
+#[tokio::test]
+async fn an_index_unread_at_start_is_never_overwritten_and_repair_loads_it() {
+    let inner = Arc::new(InMemory::new());
+    let reg = registry(inner.clone());
+    reg.create(new_record()).await.expect("create");
+    build_ready(&reg, 1, true).await.expect("gen 1");
+
+    // A start where storage failed for this index: it is not registered.
+    let reg = registry(inner.clone());
+    assert!(matches!(
+        reg.create(new_record()).await,
+        Err(Error::IndexExists { .. })
+    ));
+    assert!(keys(&inner).await.iter().any(|k| k.contains("gen-1/graph.bin")));
+    reg.register_unreadable(INDEX, "storage was down".into());
+    assert!(matches!(reg.usable(INDEX), Err(Error::IndexDamaged { .. })));
+    // Storage answers again: RepairIndex loads the intact record.
+    assert_eq!(reg.repair(INDEX).await.expect("repair"), [1]);
+    let entry = reg.usable(INDEX).expect("usable");
+    assert_eq!(entry.active().expect("loaded").generation, 1);
+}

@@ -216,7 +216,9 @@ pub fn prepare_vector(index: &str, dim: usize, metric: Metric, vector: &mut [f32
             "components must be finite numbers",
         ));
     }
-    if let Some(problem) = crate::checks::magnitude_problem(vector) {
+    if let Some(problem) =
+        crate::checks::magnitude_problem(vector, crate::checks::squared_norm(vector))
+    {
         return Err(Error::invalid("vector", problem));
     }
     if metric.normalizes() {
