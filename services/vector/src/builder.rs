@@ -187,14 +187,7 @@ impl VectorService {
             row_columns: record.row_columns(),
             normalize: record.metric.normalizes(),
         };
-        let files: Vec<DataFile> = dataset
-            .files
-            .iter()
-            .map(|f| DataFile {
-                key: f.key.clone(),
-                size: f.size_bytes,
-            })
-            .collect();
+        let files = DataFile::of(&dataset);
         let estimate: u64 = files.iter().map(|f| f.size).sum();
         let rows_loaded = Arc::new(AtomicU64::new(0));
         report(Phase::Loading, 0, dataset.row_count);

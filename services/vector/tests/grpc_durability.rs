@@ -54,6 +54,28 @@ fn rebuild_finished(m: pb::RebuildIndexResponse) -> Option<pb::BuildFinished> {
     }
 }
 
+/// Creates an index and waits for its build to end.
+async fn create_index(stack: &Stack, request: pb::CreateIndexRequest) -> pb::BuildFinished {
+    let stream = stack
+        .client()
+        .create_index(request)
+        .await
+        .expect("create")
+        .into_inner();
+    finished(stream, create_finished).await
+}
+
+/// Rebuilds an index and waits for the build to end.
+async fn rebuild_index(stack: &Stack, request: pb::RebuildIndexRequest) -> pb::BuildFinished {
+    let stream = stack
+        .client()
+        .rebuild_index(request)
+        .await
+        .expect("rebuild")
+        .into_inner();
+    finished(stream, rebuild_finished).await
+}
+
 async fn get_index(stack: &Stack, name: &str) -> pb::Index {
     stack
         .client()
@@ -83,13 +105,7 @@ async fn a_damaged_active_generation_reads_load_failed_until_a_rebuild() {
     let stack = Stack::start(dir.path()).await;
     let data = clustered_vectors(500, DIM, 5, 3);
     stack.dataset("docs", &[batch(&data, 0)]).await;
-    let stream = stack
-        .client()
-        .create_index(create("docs-idx", "docs", "c-1"))
-        .await
-        .expect("create")
-        .into_inner();
-    let done = finished(stream, create_finished).await;
+    let done = create_index(&stack, create("docs-idx", "docs", "c-1")).await;
     assert_eq!(done.status.map(|s| s.code), Some(0));
     stack.stop().await;
 
@@ -160,18 +176,16 @@ async fn a_damaged_active_generation_reads_load_failed_until_a_rebuild() {
     );
 
     // A rebuild makes it searchable again, and the error goes with the cause.
-    let stream = stack
-        .client()
-        .rebuild_index(pb::RebuildIndexRequest {
+    let done = rebuild_index(
+        &stack,
+        pb::RebuildIndexRequest {
             name: "docs-idx".into(),
             promote: true,
             request_id: "r-1".into(),
             ..Default::default()
-        })
-        .await
-        .expect("rebuild")
-        .into_inner();
-    let done = finished(stream, rebuild_finished).await;
+        },
+    )
+    .await;
     assert_eq!(done.status.map(|s| s.code), Some(0));
     let index = get_index(&stack, "docs-idx").await;
     assert_eq!(index.state, pb::IndexState::Ready as i32, "{index:?}");
@@ -223,12 +237,7 @@ async fn bad_vectors_duplicate_ids_and_message_limits() {
     stack
         .dataset("dup", &[wide(50, 0, 1.0), wide(10, 0, 1.0)])
         .await;
-    let stream = client
-        .create_index(create_wide("dup-idx", "dup"))
-        .await
-        .expect("create")
-        .into_inner();
-    let done = finished(stream, create_finished).await;
+    let done = create_index(&stack, create_wide("dup-idx", "dup")).await;
     let status = done.status.expect("status");
     assert_ne!(status.code, 0);
     assert!(
@@ -239,15 +248,8 @@ async fn bad_vectors_duplicate_ids_and_message_limits() {
 
     // Distances past f32 at build: 1e19 per component.
     stack.dataset("huge", &[wide(20, 0, 1e19)]).await;
-    let stream = client
-        .create_index(create_wide("huge-idx", "huge"))
-        .await
-        .expect("create")
-        .into_inner();
-    let status = finished(stream, create_finished)
-        .await
-        .status
-        .expect("status");
+    let done = create_index(&stack, create_wide("huge-idx", "huge")).await;
+    let status = done.status.expect("status");
     assert!(
         status.message.contains("squared norm"),
         "{}",
@@ -257,18 +259,8 @@ async fn bad_vectors_duplicate_ids_and_message_limits() {
     // A good 768-d index, searched with 10,000 queries in one BatchSearch
     // (31 MB, twice the server-wide 16 MiB default).
     stack.dataset("wide", &[wide(60, 0, 1.0)]).await;
-    let stream = client
-        .create_index(create_wide("wide-idx", "wide"))
-        .await
-        .expect("create")
-        .into_inner();
-    assert_eq!(
-        finished(stream, create_finished)
-            .await
-            .status
-            .map(|s| s.code),
-        Some(0)
-    );
+    let done = create_index(&stack, create_wide("wide-idx", "wide")).await;
+    assert_eq!(done.status.map(|s| s.code), Some(0));
     let query: Vec<f32> = wide(1, 0, 1.0)
         .column(1)
         .as_any()
@@ -323,19 +315,8 @@ async fn bad_vectors_duplicate_ids_and_message_limits() {
     .await;
     let data = clustered_vectors(300, DIM, 5, 3);
     stack.dataset("docs", &[batch(&data, 0)]).await;
-    let stream = stack
-        .client()
-        .create_index(create("docs-idx", "docs", "c-1"))
-        .await
-        .expect("create")
-        .into_inner();
-    assert_eq!(
-        finished(stream, create_finished)
-            .await
-            .status
-            .map(|s| s.code),
-        Some(0)
-    );
+    let done = create_index(&stack, create("docs-idx", "docs", "c-1")).await;
+    assert_eq!(done.status.map(|s| s.code), Some(0));
     let too_large = stack
         .client()
         .batch_search(pb::BatchSearchRequest {
@@ -368,19 +349,8 @@ async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
     let stack = Stack::start(dir.path()).await;
     let data = clustered_vectors(400, DIM, 5, 3);
     stack.dataset("docs", &[batch(&data, 0)]).await;
-    let stream = stack
-        .client()
-        .create_index(create("docs-idx", "docs", "c-1"))
-        .await
-        .expect("create")
-        .into_inner();
-    assert_eq!(
-        finished(stream, create_finished)
-            .await
-            .status
-            .map(|s| s.code),
-        Some(0)
-    );
+    let done = create_index(&stack, create("docs-idx", "docs", "c-1")).await;
+    assert_eq!(done.status.map(|s| s.code), Some(0));
     // Generation 1 was built on the cached vectors: one buffer, two users.
     let stats = stack
         .client()
@@ -406,24 +376,17 @@ async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
     // After a restart generation 1 is read from storage; a rebuild that is
     // not promoted loads the cache, and nothing active holds that entry.
     let stack = Stack::start(dir.path()).await;
-    let stream = stack
-        .client()
-        .rebuild_index(pb::RebuildIndexRequest {
+    let done = rebuild_index(
+        &stack,
+        pb::RebuildIndexRequest {
             name: "docs-idx".into(),
             promote: false,
             request_id: "r-1".into(),
             ..Default::default()
-        })
-        .await
-        .expect("rebuild")
-        .into_inner();
-    assert_eq!(
-        finished(stream, rebuild_finished)
-            .await
-            .status
-            .map(|s| s.code),
-        Some(0)
-    );
+        },
+    )
+    .await;
+    assert_eq!(done.status.map(|s| s.code), Some(0));
     let stats = stack
         .client()
         .get_cache_stats(pb::GetCacheStatsRequest {})
@@ -449,19 +412,8 @@ async fn a_damaged_record_is_listed_kept_and_repaired_from_its_generations() {
     let stack = Stack::start(dir.path()).await;
     let data = clustered_vectors(300, DIM, 5, 3);
     stack.dataset("docs", &[batch(&data, 0)]).await;
-    let stream = stack
-        .client()
-        .create_index(create("docs-idx", "docs", "c-1"))
-        .await
-        .expect("create")
-        .into_inner();
-    assert_eq!(
-        finished(stream, create_finished)
-            .await
-            .status
-            .map(|s| s.code),
-        Some(0)
-    );
+    let done = create_index(&stack, create("docs-idx", "docs", "c-1")).await;
+    assert_eq!(done.status.map(|s| s.code), Some(0));
     stack.stop().await;
     let record = dir
         .path()

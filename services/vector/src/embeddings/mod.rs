@@ -52,6 +52,21 @@ pub struct DataFile {
     pub size: u64,
 }
 
+impl DataFile {
+    /// The files of a catalog manifest, in its order (row numbers in
+    /// errors count across them in this order).
+    pub fn of(dataset: &lakehouse_proto::catalog::v1::Dataset) -> Vec<Self> {
+        dataset
+            .files
+            .iter()
+            .map(|f| Self {
+                key: f.key.clone(),
+                size: f.size_bytes,
+            })
+            .collect()
+    }
+}
+
 /// What to read: the vector column, and the row columns kept for hits (id
 /// first, then text and payload columns).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

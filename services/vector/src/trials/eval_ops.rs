@@ -164,14 +164,7 @@ impl VectorService {
             row_columns: Vec::new(),
             normalize,
         };
-        let files: Vec<DataFile> = manifest
-            .files
-            .iter()
-            .map(|f| DataFile {
-                key: f.key.clone(),
-                size: f.size_bytes,
-            })
-            .collect();
+        let files = DataFile::of(&manifest);
         let estimate = files.iter().map(|f| f.size).sum();
         let store: Arc<dyn ObjectStore> = Arc::new(GrpcObjectStore::new(
             self.storage.clone(),
