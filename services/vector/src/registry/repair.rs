@@ -31,7 +31,12 @@ impl IndexRegistry {
         if let Ok(Some(record)) = self.store.read_record(name).await {
             drop(_writer);
             self.recover(name).await?;
-            return Ok(record.generations.iter().rev().map(|g| g.generation).collect());
+            return Ok(record
+                .generations
+                .iter()
+                .rev()
+                .map(|g| g.generation)
+                .collect());
         }
         let listing = self.store.list_index(name).await?;
         let mut manifests = Vec::new();

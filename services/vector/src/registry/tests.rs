@@ -446,7 +446,12 @@ async fn an_index_unread_at_start_is_never_overwritten_and_repair_loads_it() {
         reg.create(new_record()).await,
         Err(Error::IndexExists { .. })
     ));
-    assert!(keys(&inner).await.iter().any(|k| k.contains("gen-1/graph.bin")));
+    assert!(
+        keys(&inner)
+            .await
+            .iter()
+            .any(|k| k.contains("gen-1/graph.bin"))
+    );
     reg.register_unreadable(INDEX, "storage was down".into());
     assert!(matches!(reg.usable(INDEX), Err(Error::IndexDamaged { .. })));
     // Storage answers again: RepairIndex loads the intact record.
