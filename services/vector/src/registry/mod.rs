@@ -41,7 +41,7 @@ pub struct IndexEntry {
     /// Why the active generation cannot be searched, while it cannot.
     load_error: Mutex<Option<String>>,
     /// Why the record itself cannot be read; such an index can only be
-    /// listed and deleted.
+    /// listed, repaired (RepairIndex) and deleted.
     damaged: Option<String>,
 }
 
@@ -63,9 +63,8 @@ impl IndexEntry {
     }
 
     fn damaged(name: &str, reason: String) -> Arc<Self> {
-        let now = Utc::now();
-        let placeholder = IndexRecord {
-            name: name.to_owned(),
+        // A stand-in: only the name is known; nothing reads the rest.
+        let definition = crate::record::IndexDefinition {
             dataset: String::new(),
             id_column: String::new(),
             text_column: None,
@@ -74,15 +73,9 @@ impl IndexEntry {
             metric: crate::Metric::Cosine,
             ef_search: 0,
             retained_generations: 0,
-            create_time: now,
-            update_time: now,
-            create_request_id: None,
-            active: 0,
-            previous: Vec::new(),
-            generations: Vec::new(),
-            next_generation: 1,
+            create_time: Utc::now(),
         };
-        Self::with_damage(placeholder, Some(reason))
+        Self::with_damage(IndexRecord::new(name, definition, None), Some(reason))
     }
 
     /// The index's name.

@@ -166,7 +166,14 @@ impl IndexRegistry {
                 }
             }
             if loaded.is_none() && load_error.is_none() {
-                let cause = damage.unwrap_or_else(|| "its files are missing".to_owned());
+                // This start's finding, else what an earlier one recorded.
+                let cause = damage
+                    .or_else(|| {
+                        record
+                            .generation(record.active)
+                            .and_then(|g| g.error.clone())
+                    })
+                    .unwrap_or_else(|| "its files are missing".to_owned());
                 load_error = Some(format!(
                     "generation {} is damaged ({cause}) and no earlier generation loads; RebuildIndex builds a new one",
                     record.active
