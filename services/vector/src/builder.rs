@@ -17,7 +17,7 @@ use crate::hnsw::{self, BuildControl, HnswParams};
 use crate::progress::{BuildEvent, BuildTicket, Phase, Progress, RunningBuild};
 use crate::record::{GenerationRecord, GenerationState};
 use crate::registry::{IndexEntry, Outcome};
-use crate::service::{LEVEL_SEED, VectorService, state_name};
+use crate::service::{LEVEL_SEED, VectorService};
 
 /// How often a build reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -326,7 +326,7 @@ impl VectorService {
             None => Err(Error::GenerationState {
                 index: index.to_owned(),
                 generation,
-                state: state_name(g.state),
+                state: g.state.name(),
                 hint: "only a running build can be cancelled",
             }),
         }

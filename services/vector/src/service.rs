@@ -20,7 +20,7 @@ use crate::embeddings::Embeddings;
 use crate::error::{Error, Result};
 use crate::hnsw::HnswParams;
 use crate::progress::BuildTicket;
-use crate::record::{GenerationRecord, GenerationState, IndexDefinition, IndexRecord, Swap};
+use crate::record::{GenerationRecord, IndexDefinition, IndexRecord, Swap};
 use crate::registry::{IndexEntry, IndexRegistry, Reserved};
 use crate::store::IndexStore;
 
@@ -75,8 +75,8 @@ pub struct Evicted {
     pub freed_bytes: u64,
     /// Bytes active generations still hold.
     pub pinned_bytes: u64,
-    /// Those generations, "index/generation".
-    pub pinned_by: Vec<String>,
+    /// Those generations: (index, generation).
+    pub pinned_by: Vec<(String, u64)>,
 }
 
 /// An index as GetIndex shows it.
@@ -163,16 +163,16 @@ impl VectorService {
         &self.cache
     }
 
-    /// The active generations ("index/generation") built on `embeddings`,
+    /// The active generations (index, generation) built on `embeddings`,
     /// which share its vectors and rows.
-    pub fn holders(&self, embeddings: &Embeddings) -> Vec<String> {
+    pub fn holders(&self, embeddings: &Embeddings) -> Vec<(String, u64)> {
         self.registry
             .all()
             .iter()
             .filter_map(|entry| {
                 let active = entry.active()?;
                 Arc::ptr_eq(active.graph.vectors(), &embeddings.vectors)
-                    .then(|| format!("{}/{}", entry.name(), active.generation))
+                    .then(|| (entry.name().to_owned(), active.generation))
             })
             .collect()
     }
@@ -536,9 +536,4 @@ impl VectorService {
         }
         Ok(())
     }
-}
-
-/// Lowercase state name, for messages.
-pub fn state_name(state: GenerationState) -> &'static str {
-    state.name()
 }

@@ -359,7 +359,13 @@ async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
         .expect("stats")
         .into_inner();
     assert_eq!(stats.entries.len(), 1);
-    assert_eq!(stats.entries[0].held_by, ["docs-idx/1"]);
+    assert_eq!(
+        stats.entries[0].held_by,
+        [pb::GenerationRef {
+            index: "docs-idx".into(),
+            generation: 1
+        }]
+    );
     assert_eq!(stats.exclusive_bytes, 0);
     let evicted = stack
         .client()
@@ -370,7 +376,13 @@ async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
     assert_eq!(evicted.evicted_entries, 1);
     assert_eq!(evicted.freed_bytes, 0, "the generation keeps the buffer");
     assert_eq!(evicted.pinned_bytes, stats.total_bytes);
-    assert_eq!(evicted.pinned_by, ["docs-idx/1"]);
+    assert_eq!(
+        evicted.pinned_by,
+        [pb::GenerationRef {
+            index: "docs-idx".into(),
+            generation: 1
+        }]
+    );
     stack.stop().await;
 
     // After a restart generation 1 is read from storage; a rebuild that is

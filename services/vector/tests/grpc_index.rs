@@ -205,7 +205,13 @@ async fn build_search_replay_restart_and_bad_input() {
         (0, entry.memory_bytes),
         "{evicted:?}"
     );
-    assert_eq!(evicted.pinned_by, ["docs-idx/1"]);
+    assert_eq!(
+        evicted.pinned_by,
+        [pb::GenerationRef {
+            index: "docs-idx".into(),
+            generation: 1
+        }]
+    );
     let left = client
         .get_cache_stats(pb::GetCacheStatsRequest {})
         .await

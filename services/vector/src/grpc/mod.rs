@@ -412,7 +412,7 @@ impl Rpc for VectorGrpc {
                 dataset_version: e.spec.version,
                 normalized: e.spec.normalize,
                 row_columns: e.spec.row_columns.clone(),
-                held_by: self.service.holders(e),
+                held_by: generation_refs(self.service.holders(e)),
             })
             .collect();
         Ok(Response::new(pb::GetCacheStatsResponse {
@@ -441,7 +441,7 @@ impl Rpc for VectorGrpc {
             evicted_entries: evicted.entries,
             freed_bytes: evicted.freed_bytes,
             pinned_bytes: evicted.pinned_bytes,
-            pinned_by: evicted.pinned_by,
+            pinned_by: generation_refs(evicted.pinned_by),
         }))
     }
 
@@ -531,4 +531,12 @@ impl Rpc for VectorGrpc {
             .await?;
         Ok(Response::new(pb::DeleteGenerationResponse {}))
     }
+}
+
+/// (index, generation) pairs as proto references.
+fn generation_refs(pairs: Vec<(String, u64)>) -> Vec<pb::GenerationRef> {
+    pairs
+        .into_iter()
+        .map(|(index, generation)| pb::GenerationRef { index, generation })
+        .collect()
 }
