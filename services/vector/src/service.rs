@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
 use lakehouse_client::{CatalogClient, GrpcObjectStore, StorageClient};
 use lakehouse_proto::catalog::v1 as catalog_pb;
 use lakehouse_shared::request_id::RequestLog;
 use tokio::sync::{Semaphore, watch};
 
-use crate::Metric;
 use crate::cache::EmbeddingCache;
 use crate::config::VectorConfig;
 use crate::embeddings::Embeddings;
@@ -44,24 +42,10 @@ pub(crate) const LEVEL_SEED: u64 = 0x1a4e_5eed;
 pub struct NewIndex {
     /// Name.
     pub name: String,
-    /// Dataset.
-    pub dataset: String,
-    /// Id column.
-    pub id_column: String,
-    /// Text column.
-    pub text_column: Option<String>,
-    /// Vector column.
-    pub vector_column: String,
-    /// Payload columns.
-    pub payload_columns: Vec<String>,
-    /// Metric.
-    pub metric: Metric,
-    /// Build parameters.
+    /// What it indexes and its settings.
+    pub definition: IndexDefinition,
+    /// Build parameters of the first generation.
     pub params: HnswParams,
-    /// Search setting.
-    pub ef_search: u32,
-    /// Retention.
-    pub retained_generations: u32,
     /// Idempotency key.
     pub request_id: Option<String>,
 }
@@ -297,39 +281,29 @@ impl VectorService {
             }
         }
         // Fail fast on what the catalog already tells: the dataset and its columns.
-        let dataset = self.dataset(&new.dataset, false).await?;
+        let def = &new.definition;
+        let dataset = self.dataset(&def.dataset, false).await?;
         let columns: Vec<String> = dataset
             .schema
             .iter()
             .flat_map(|s| s.columns.iter().map(|c| c.name.clone()))
             .collect();
         if !columns.is_empty() {
-            let wanted = std::iter::once(&new.vector_column)
-                .chain(std::iter::once(&new.id_column))
-                .chain(&new.text_column)
-                .chain(&new.payload_columns);
+            let wanted = std::iter::once(&def.vector_column)
+                .chain(std::iter::once(&def.id_column))
+                .chain(&def.text_column)
+                .chain(&def.payload_columns);
             for column in wanted {
                 if !columns.contains(column) {
                     return Err(Error::ColumnNotFound {
-                        dataset: new.dataset.clone(),
+                        dataset: def.dataset.clone(),
                         column: column.clone(),
                         available: columns,
                     });
                 }
             }
         }
-        let definition = IndexDefinition {
-            dataset: new.dataset,
-            id_column: new.id_column,
-            text_column: new.text_column,
-            vector_column: new.vector_column,
-            payload_columns: new.payload_columns,
-            metric: new.metric,
-            ef_search: new.ef_search,
-            retained_generations: new.retained_generations,
-            create_time: Utc::now(),
-        };
-        let mut record = IndexRecord::new(&new.name, definition, new.request_id.clone());
+        let mut record = IndexRecord::new(&new.name, new.definition, new.request_id.clone());
         let generation = record.reserve(new.params, new.request_id);
         let entry = self.registry.create(record).await?;
         Ok(self.start_build(entry, generation, new.params, true))

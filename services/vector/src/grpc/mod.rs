@@ -12,7 +12,7 @@ use lakehouse_shared::time::to_proto as timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
-use crate::record::GenerationRecord;
+use crate::record::{GenerationRecord, IndexDefinition};
 use crate::search::SearchQuery;
 use crate::service::{
     DEFAULT_EF_SEARCH, DEFAULT_RETAINED, MAX_BATCH_QUERIES, NewIndex, VectorService,
@@ -88,18 +88,21 @@ impl Rpc for VectorGrpc {
         } = request.into_inner();
         let new = NewIndex {
             name: name("index", &index_name)?,
-            dataset: name("dataset", &dataset)?,
-            id_column: column("id_column", &id_column)?,
-            text_column: (!text_column.is_empty()).then_some(text_column),
-            vector_column: column("vector_column", &vector_column)?,
-            payload_columns,
-            metric: metric(metric_value)?,
-            params: params(config)?.unwrap_or_default(),
-            ef_search: match ef {
-                0 => DEFAULT_EF_SEARCH,
-                ef => ef_search("ef_search", ef)?,
+            definition: IndexDefinition {
+                dataset: name("dataset", &dataset)?,
+                id_column: column("id_column", &id_column)?,
+                text_column: (!text_column.is_empty()).then_some(text_column),
+                vector_column: column("vector_column", &vector_column)?,
+                payload_columns,
+                metric: metric(metric_value)?,
+                ef_search: match ef {
+                    0 => DEFAULT_EF_SEARCH,
+                    ef => ef_search("ef_search", ef)?,
+                },
+                retained_generations: retained(retained_generations.unwrap_or(DEFAULT_RETAINED))?,
+                create_time: chrono::Utc::now(),
             },
-            retained_generations: retained(retained_generations.unwrap_or(DEFAULT_RETAINED))?,
+            params: params(config)?.unwrap_or_default(),
             request_id: request_id_of(&rid)?,
         };
         let ticket = self.service.create_index(new).await?;
