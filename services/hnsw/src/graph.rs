@@ -169,7 +169,22 @@ impl Graph {
         &array[start + 1..start + 1 + count]
     }
 
-    fn rows(&self) -> Rows<'_> {
+    /// A base-layer node's neighbours.
+    #[inline]
+    pub(crate) fn neighbors_of(&self, node: u32) -> &[u32] {
+        self.neighbors(node, 0)
+    }
+
+    /// The node searches start from, and its level.
+    pub(crate) fn entry(&self) -> u32 {
+        self.entry
+    }
+
+    pub(crate) fn top(&self) -> usize {
+        self.top
+    }
+
+    pub(crate) fn rows(&self) -> Rows<'_> {
         Rows {
             data: &self.vectors,
             dim: self.dim,

@@ -15,6 +15,7 @@
 
 mod build;
 mod exact;
+mod filtered;
 mod graph;
 pub mod metric;
 mod scratch;
@@ -24,6 +25,7 @@ pub mod testing;
 
 pub use build::{BuildControl, Cancelled, build};
 pub use exact::exact_search;
+pub use filtered::exact_search_rows;
 pub use graph::{Graph, GraphFormatError};
 pub use metric::Metric;
 

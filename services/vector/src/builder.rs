@@ -253,6 +253,7 @@ impl VectorService {
             graph,
             rows: embeddings.rows.clone(),
             dataset_version: dataset.version,
+            indexes: Default::default(),
         }))
     }
 

@@ -4,6 +4,7 @@
 
 use arrow::array::RecordBatch;
 
+use crate::filter::column::RowIndexes;
 use crate::hnsw::exact_search;
 use crate::hnsw::{Graph, Near};
 
@@ -18,14 +19,17 @@ pub struct LoadedGeneration {
     pub rows: RecordBatch,
     /// The dataset version it was built from.
     pub dataset_version: u64,
+    /// Filter columns and the id lookup, built on first use.
+    pub indexes: RowIndexes,
 }
 
 impl LoadedGeneration {
-    /// Bytes held: links, vectors and row columns.
+    /// Bytes held: links, vectors, row columns and the lookups built so far.
     pub fn memory_bytes(&self) -> u64 {
         (self.graph.links_bytes()
             + self.graph.vectors().capacity() * 4
-            + self.rows.get_array_memory_size()) as u64
+            + self.rows.get_array_memory_size()
+            + self.indexes.memory_bytes()) as u64
     }
 
     /// The `k` nearest rows by HNSW with `ef` candidates, or exactly.

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::filter::plan::{Ask, Plan};
+use crate::filter::predicate::{Predicate, bind};
 use crate::generation::LoadedGeneration;
 use crate::hnsw::Near;
 use crate::registry::IndexEntry;
@@ -16,8 +19,8 @@ use crate::service::VectorService;
 pub struct SearchQuery {
     /// Index.
     pub index: String,
-    /// One or more query vectors.
-    pub vectors: Vec<Vec<f32>>,
+    /// What the queries are.
+    pub queries: Queries,
     /// Neighbours per query (resolved).
     pub k: usize,
     /// Override of the index's ef_search.
@@ -26,6 +29,19 @@ pub struct SearchQuery {
     pub exact: bool,
     /// Payload columns to return.
     pub payload_columns: Vec<String>,
+    /// Only rows passing this are returned.
+    pub filter: Option<Filter>,
+    /// Hits farther than this are left out.
+    pub max_distance: Option<f32>,
+}
+
+/// The queries of a search.
+#[derive(Debug, Clone)]
+pub enum Queries {
+    /// One or more query vectors.
+    Vectors(Vec<Vec<f32>>),
+    /// The vector of the row with this id; the row itself is not a hit.
+    Id(String),
 }
 
 /// Hits of a search, with the generation that answered.
@@ -43,6 +59,8 @@ pub struct SearchResult {
     pub took: Duration,
     /// Whether the index keeps a text column (the row column after the id).
     pub has_text: bool,
+    /// Per query, the plan that ran.
+    pub plans: Vec<Plan>,
 }
 
 impl VectorService {
@@ -72,30 +90,76 @@ impl VectorService {
         }
         let dim = active.graph.dim();
         let metric = active.graph.metric();
-        let mut queries = query.vectors;
+        let (mut queries, exclude) =
+            match query.queries {
+                Queries::Vectors(vectors) => (vectors, None),
+                Queries::Id(id) => {
+                    let row = active.indexes.row_of(&active.rows, &id).ok_or_else(|| {
+                        Error::RowNotFound {
+                            index: query.index.clone(),
+                            id: id.clone(),
+                            generation: active.generation,
+                        }
+                    })?;
+                    let start = row as usize * dim;
+                    (
+                        vec![active.graph.vectors()[start..start + dim].to_vec()],
+                        Some(row),
+                    )
+                }
+            };
         for vector in &mut queries {
             crate::trials::prepare_vector(&query.index, dim, metric, vector)?;
         }
+        let predicate: Option<Arc<Predicate>> = match &query.filter {
+            None => None,
+            Some(filter) => {
+                filter.validate()?;
+                Some(Arc::new(bind(
+                    filter,
+                    &query.index,
+                    &payload,
+                    &active.rows,
+                    &active.indexes,
+                )?))
+            }
+        };
         let k = query.k;
         let ef = query.ef_search.unwrap_or(ef_default).max(k as u32);
         let started = Instant::now();
         let exact = query.exact;
-        let hits = if queries.len() == 1 && !exact {
+        let max_distance = query.max_distance;
+        let one = move |generation: &LoadedGeneration, q: &[f32]| {
+            let ask = Ask {
+                query: q,
+                k,
+                ef: ef as usize,
+                exact,
+                exclude,
+            };
+            let (mut hits, plan) = crate::filter::plan::run(generation, ask, predicate.as_deref());
+            if let Some(max) = max_distance {
+                hits.retain(|h| h.distance <= max);
+            }
+            (hits, plan)
+        };
+        let answers: Vec<(Vec<Near>, Plan)> = if queries.len() == 1 && !exact {
             // One HNSW query is ~100 µs of work: cheaper inline than a hop
             // to another thread.
-            vec![active.search(&queries[0], k, ef as usize, false)]
+            vec![one(&active, &queries[0])]
         } else {
             let generation = active.clone();
             tokio::task::spawn_blocking(move || {
                 use rayon::prelude::*;
                 queries
                     .par_iter()
-                    .map(|q| generation.search(q, k, ef as usize, exact))
+                    .map(|q| one(&generation, q))
                     .collect::<Vec<_>>()
             })
             .await
             .map_err(|_| Error::Task("search"))?
         };
+        let (hits, plans) = answers.into_iter().unzip();
         Ok(SearchResult {
             generation: active,
             hits,
@@ -103,6 +167,7 @@ impl VectorService {
             k,
             took: started.elapsed(),
             has_text,
+            plans,
         })
     }
 

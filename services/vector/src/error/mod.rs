@@ -314,9 +314,26 @@ pub enum Error {
     #[error("the vector service is shutting down; start the build again once it is back")]
     ShuttingDown,
 
-    /// Filtered search is not in this version.
-    #[error("filtered search is not supported yet; leave filter empty")]
-    FilterNotSupported,
+    /// A filter compares a column with a value of another type, or the
+    /// column's type cannot be filtered on.
+    #[error("filter on column {column:?}: {reason}")]
+    FilterType {
+        /// The column.
+        column: String,
+        /// What does not fit and what would.
+        reason: String,
+    },
+
+    /// A search by id names an id the generation does not hold.
+    #[error("index {index:?} has no row with id {id:?} (generation {generation})")]
+    RowNotFound {
+        /// The index.
+        index: String,
+        /// The id asked for.
+        id: String,
+        /// The generation searched.
+        generation: u64,
+    },
 
     /// No eval set has this name.
     #[error("eval set {name:?} not found; ListEvalSets shows the existing ones")]

@@ -192,7 +192,16 @@ fn classify(error: &Error) -> (Code, &'static str, Vec<(&'static str, String)>) 
             "RESPONSE_TOO_LARGE",
             vec![("bytes", bytes.to_string()), ("limit", limit.to_string())],
         ),
-        Error::FilterNotSupported => (Code::InvalidArgument, "FILTER_NOT_SUPPORTED", vec![]),
+        Error::FilterType { column, .. } => (
+            Code::InvalidArgument,
+            "FILTER_TYPE_MISMATCH",
+            vec![("column", column.clone())],
+        ),
+        Error::RowNotFound { id, generation, .. } => (
+            Code::NotFound,
+            "ROW_NOT_FOUND",
+            vec![("id", id.clone()), ("generation", generation.to_string())],
+        ),
         Error::EvalSetNotFound { name } => (
             Code::NotFound,
             "EVAL_SET_NOT_FOUND",

@@ -12,14 +12,16 @@ use lakehouse_shared::time::to_proto as timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
+use crate::filter::plan::Plan;
 use crate::record::{GenerationRecord, IndexDefinition};
-use crate::search::SearchQuery;
+use crate::search::{Queries, SearchQuery};
 use crate::service::{
     DEFAULT_EF_SEARCH, DEFAULT_RETAINED, MAX_BATCH_QUERIES, NewIndex, VectorService,
 };
 
 mod build_stream;
 mod convert;
+mod filter;
 mod payload;
 mod trials;
 
@@ -253,20 +255,36 @@ impl Rpc for VectorGrpc {
             exact,
             payload_columns,
             filter,
+            id,
+            max_distance,
+            with_vectors,
         } = request.into_inner();
-        if !filter.is_empty() {
-            return Err(Error::FilterNotSupported.into());
-        }
+        let queries = match (vector.is_empty(), id.is_empty()) {
+            (false, true) => Queries::Vectors(vec![vector]),
+            (true, false) => Queries::Id(id),
+            (false, false) => {
+                return Err(Error::invalid("id", "set either vector or id, not both").into());
+            }
+            (true, true) => {
+                return Err(Error::invalid(
+                    "vector",
+                    "empty; give the query vector, or the id of a row to search by",
+                )
+                .into());
+            }
+        };
         let query = SearchQuery {
             index: name("index", &index)?,
-            vectors: vec![vector],
+            queries,
             k: k(k_value)?,
             ef_search: ef.map(|v| ef_search("ef_search", v)).transpose()?,
             exact,
             payload_columns: payload_columns.clone(),
+            filter: filter::filter_of(filter)?,
+            max_distance: max_distance_of(max_distance)?,
         };
         let result = self.service.search(query).await?;
-        let hits = search_hits(&result, &payload_columns)
+        let hits = search_hits(&result, &payload_columns, with_vectors)
             .pop()
             .unwrap_or_default();
         Ok(Response::new(pb::SearchResponse {
@@ -275,6 +293,8 @@ impl Rpc for VectorGrpc {
             search_duration_us: result.took.as_micros() as u64,
             ef_search: result.ef_search,
             k: result.k as u32,
+            plan: plan_pb(result.plans.first().copied()) as i32,
+            dataset_version: result.generation.dataset_version,
         }))
     }
 
@@ -290,10 +310,9 @@ impl Rpc for VectorGrpc {
             exact,
             payload_columns,
             filter,
+            max_distance,
+            with_vectors,
         } = request.into_inner();
-        if !filter.is_empty() {
-            return Err(Error::FilterNotSupported.into());
-        }
         if queries.is_empty() || queries.len() > MAX_BATCH_QUERIES {
             return Err(Error::invalid(
                 "queries",
@@ -306,22 +325,29 @@ impl Rpc for VectorGrpc {
         }
         let query = SearchQuery {
             index: name("index", &index)?,
-            vectors: queries.into_iter().map(|q| q.vector).collect(),
+            queries: Queries::Vectors(queries.into_iter().map(|q| q.vector).collect()),
             k: k(k_value)?,
             ef_search: ef.map(|v| ef_search("ef_search", v)).transpose()?,
             exact,
             payload_columns: payload_columns.clone(),
+            filter: filter::filter_of(filter)?,
+            max_distance: max_distance_of(max_distance)?,
         };
         let result = self.service.search(query).await?;
         self.bounded(pb::BatchSearchResponse {
-            results: search_hits(&result, &payload_columns)
+            results: search_hits(&result, &payload_columns, with_vectors)
                 .into_iter()
-                .map(|hits| pb::QueryResult { hits })
+                .zip(&result.plans)
+                .map(|(hits, plan)| pb::QueryResult {
+                    hits,
+                    plan: plan_pb(Some(*plan)) as i32,
+                })
                 .collect(),
             generation: result.generation.generation,
             search_duration_us: result.took.as_micros() as u64,
             ef_search: result.ef_search,
             k: result.k as u32,
+            dataset_version: result.generation.dataset_version,
         })
     }
 
@@ -542,4 +568,26 @@ fn generation_refs(pairs: Vec<(String, u64)>) -> Vec<pb::GenerationRef> {
         .into_iter()
         .map(|(index, generation)| pb::GenerationRef { index, generation })
         .collect()
+}
+
+fn plan_pb(plan: Option<Plan>) -> pb::SearchPlan {
+    match plan {
+        None => pb::SearchPlan::Unspecified,
+        Some(Plan::Graph) => pb::SearchPlan::Graph,
+        Some(Plan::FilteredGraph) => pb::SearchPlan::FilteredGraph,
+        Some(Plan::ExactRows) => pb::SearchPlan::ExactRows,
+        Some(Plan::Exact) => pb::SearchPlan::Exact,
+    }
+}
+
+/// A distance threshold: any finite number (dot-product distances are
+/// negative).
+fn max_distance_of(value: Option<f32>) -> Result<Option<f32>, Error> {
+    match value {
+        Some(d) if !d.is_finite() => Err(Error::invalid(
+            "max_distance",
+            format!("{d} is not a finite distance"),
+        )),
+        other => Ok(other),
+    }
 }

@@ -53,11 +53,14 @@ pub(super) fn display(array: &dyn Array, row: usize) -> String {
 }
 
 pub(super) fn hits_pb(
-    rows: &RecordBatch,
+    generation: &LoadedGeneration,
     hits: &[crate::hnsw::Near],
     has_text: bool,
     payload: &[String],
+    with_vectors: bool,
 ) -> Vec<pb::SearchHit> {
+    let rows: &RecordBatch = &generation.rows;
+    let dim = generation.graph.dim();
     hits.iter()
         .map(|hit| {
             let row = hit.id as usize;
@@ -85,16 +88,32 @@ pub(super) fn hits_pb(
                             .map(|c| (name.clone(), payload_value(c.as_ref(), row)))
                     })
                     .collect(),
+                vector: if with_vectors {
+                    generation.graph.vectors()[row * dim..(row + 1) * dim].to_vec()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect()
 }
 
-pub(super) fn search_hits(result: &SearchResult, payload: &[String]) -> Vec<Vec<pb::SearchHit>> {
-    let generation: &LoadedGeneration = &result.generation;
+pub(super) fn search_hits(
+    result: &SearchResult,
+    payload: &[String],
+    with_vectors: bool,
+) -> Vec<Vec<pb::SearchHit>> {
     result
         .hits
         .iter()
-        .map(|hits| hits_pb(&generation.rows, hits, result.has_text, payload))
+        .map(|hits| {
+            hits_pb(
+                &result.generation,
+                hits,
+                result.has_text,
+                payload,
+                with_vectors,
+            )
+        })
         .collect()
 }

@@ -535,6 +535,7 @@ impl IndexRegistry {
             graph,
             rows,
             dataset_version: manifest.dataset_version,
+            indexes: Default::default(),
         })
     }
 

@@ -82,6 +82,7 @@ fn built(generation: u64) -> LoadedGeneration {
         graph,
         rows: RecordBatch::try_from_iter([("id", ids)]).expect("rows"),
         dataset_version: generation,
+        indexes: Default::default(),
     }
 }
 

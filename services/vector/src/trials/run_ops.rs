@@ -370,6 +370,7 @@ impl VectorService {
             graph: built,
             rows: setup.active.rows.clone(),
             dataset_version: setup.active.dataset_version,
+            indexes: Default::default(),
         };
         let generation = if keep {
             run.progress(progress(Phase::Persisting, 0, 1, started));

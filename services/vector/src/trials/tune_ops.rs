@@ -137,6 +137,7 @@ impl VectorService {
                     graph: built,
                     rows: setup.active.rows.clone(),
                     dataset_version: setup.active.dataset_version,
+                    indexes: Default::default(),
                 });
                 let label = format!("r{r}b{b}");
                 let mut reached: Option<TrialRecord> = None;
