@@ -56,9 +56,11 @@ impl Graph {
         }
         let ef = ef.max(k);
         // Expand through rejected neighbours while fewer than this many
-        // accepted ones were found: the upper layers' degree, half the base
-        // layer's, keeps the walk's fan-out near an unfiltered one's.
-        let sparse = self.params().m;
+        // accepted ones were found (a quarter of the base layer's degree):
+        // where half the rows pass, most nodes keep enough accepted
+        // neighbours and the walk measures about what an unfiltered one
+        // does; where few pass, nearly every node expands.
+        let sparse = self.params().m / 2;
         let cap = 2 * self.params().m;
         with_scratch(|scratch| {
             scratch.start(rows.len());
@@ -87,7 +89,12 @@ impl Graph {
                         }
                     }
                 };
-                for &n in self.neighbors_of(candidate.id) {
+                let neighbors = self.neighbors_of(candidate.id);
+                for (j, &n) in neighbors.iter().enumerate() {
+                    if let Some(&next) = neighbors.get(j + 1) {
+                        crate::simd::prefetch_u32(&scratch.marks, next as usize);
+                        crate::simd::prefetch(rows.row(next));
+                    }
                     if accept(n) {
                         if scratch.visit(n) {
                             accepted += 1;

@@ -43,6 +43,9 @@ pub enum CliError {
     /// A metric name that is not one of the three.
     #[error("unknown metric {name:?}: cosine, l2 or dot")]
     UnknownMetric { name: String },
+    /// A `--where` filter the CLI cannot read.
+    #[error(transparent)]
+    BadWhere(#[from] crate::where_clause::WhereError),
     /// The query vector was not a JSON array of numbers.
     #[error("the vector must be a JSON array of numbers: {source}")]
     BadVector { source: serde_json::Error },
@@ -60,6 +63,7 @@ impl CliError {
             CliError::UnknownFormat { .. }
             | CliError::BadArgument { .. }
             | CliError::UnknownMetric { .. }
+            | CliError::BadWhere(_)
             | CliError::BadVector { .. } => 2,
             CliError::ReadFile { source, .. } | CliError::WriteFile { source, .. }
                 if source.kind() == std::io::ErrorKind::NotFound =>

@@ -15,6 +15,7 @@ mod ingest_cmd;
 mod serve;
 mod storage_cmd;
 mod vector_cmd;
+mod where_clause;
 
 // Used by the end-to-end tests in ../../tests.
 #[cfg(test)]

@@ -18,7 +18,7 @@ mod checks;
 mod config;
 mod embeddings;
 mod error;
-mod filter;
+pub mod filter;
 mod generation;
 pub mod grpc;
 mod json_record;
