@@ -76,6 +76,8 @@ impl Graph {
                     break;
                 }
                 rejected.clear();
+                // Accepted neighbours, measured now or before: how dense
+                // the accepted rows are around this node.
                 let mut accepted = 0usize;
                 let measure = |n: u32, scratch: &mut crate::scratch::Scratch| {
                     let d = metric.distance(query, rows.row(n));
@@ -96,8 +98,8 @@ impl Graph {
                         crate::simd::prefetch(rows.row(next));
                     }
                     if accept(n) {
+                        accepted += 1;
                         if scratch.visit(n) {
-                            accepted += 1;
                             measure(n, scratch);
                         }
                     } else {
@@ -115,9 +117,11 @@ impl Graph {
                             // Rejected rows two hops out are not marked:
                             // they may still be a bridge one hop from a
                             // later candidate.
-                            if accept(n) && scratch.visit(n) {
+                            if accept(n) {
                                 accepted += 1;
-                                measure(n, scratch);
+                                if scratch.visit(n) {
+                                    measure(n, scratch);
+                                }
                                 if accepted >= cap {
                                     break 'two_hop;
                                 }

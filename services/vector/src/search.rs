@@ -11,6 +11,7 @@ use crate::filter::plan::{Ask, Plan};
 use crate::filter::predicate::{Predicate, bind};
 use crate::generation::LoadedGeneration;
 use crate::hnsw::Near;
+use crate::record::GenerationState;
 use crate::registry::IndexEntry;
 use crate::service::VectorService;
 
@@ -33,6 +34,8 @@ pub struct SearchQuery {
     pub filter: Option<Filter>,
     /// Hits farther than this are left out.
     pub max_distance: Option<f32>,
+    /// Search this READY generation instead of the active one.
+    pub generation: Option<u64>,
 }
 
 /// The queries of a search.
@@ -75,7 +78,10 @@ impl VectorService {
                 record.text_column.is_some(),
             )
         });
-        let active = entry.active();
+        let active = match query.generation {
+            None => entry.active(),
+            Some(number) => Some(self.pinned(&query.index, &entry, number).await?),
+        };
         let Some(active) = active else {
             return Err(self.not_ready(&query.index, &entry));
         };
@@ -169,6 +175,49 @@ impl VectorService {
             has_text,
             plans,
         })
+    }
+
+    /// Generation `number` of the index: the active one, or a READY one
+    /// read from storage and kept loaded for the next pinned searches.
+    async fn pinned(
+        &self,
+        index: &str,
+        entry: &IndexEntry,
+        number: u64,
+    ) -> Result<Arc<LoadedGeneration>> {
+        if let Some(active) = entry.active().filter(|a| a.generation == number) {
+            return Ok(active);
+        }
+        let state = entry.with_record(|record| {
+            record
+                .generations
+                .iter()
+                .find(|g| g.generation == number)
+                .map(|g| g.state)
+        });
+        match state {
+            None => {
+                return Err(Error::GenerationNotFound {
+                    index: index.to_owned(),
+                    generation: number,
+                });
+            }
+            Some(GenerationState::Ready) => {}
+            Some(state) => {
+                return Err(Error::GenerationState {
+                    index: index.to_owned(),
+                    generation: number,
+                    state: state.name(),
+                    hint: "only a READY generation can be searched",
+                });
+            }
+        }
+        if let Some(loaded) = entry.pinned(number) {
+            return Ok(loaded);
+        }
+        let loaded = Arc::new(self.registry.read_generation(index, number).await?);
+        entry.pin(loaded.clone());
+        Ok(loaded)
     }
 
     pub(crate) fn not_ready(&self, name: &str, entry: &IndexEntry) -> Error {

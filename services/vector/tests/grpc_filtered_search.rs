@@ -470,3 +470,71 @@ async fn filtered_search_keeps_recall_at_every_selectivity_and_says_how_it_ran()
 
     stack.stop().await;
 }
+
+/// A rebuild that is not promoted can be searched by number before anyone
+/// promotes it; failed and unknown generations are refused by reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_search_answers_from_an_unpromoted_generation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = Stack::start(dir.path()).await;
+    let first = clustered_vectors(500, DIM, 5, 3);
+    stack.dataset("pins", &[common::batch(&first, 0)]).await;
+    let mut client = stack.client();
+    let mut stream = client
+        .create_index(common::create("pins", "pins", "create-pins"))
+        .await
+        .expect("create")
+        .into_inner();
+    while stream.message().await.expect("stream").is_some() {}
+    // The dataset grows (a second file); generation 2 is built, not promoted.
+    let second = clustered_vectors(100, DIM, 5, 4);
+    stack
+        .dataset(
+            "pins",
+            &[common::batch(&first, 0), common::batch(&second, 500)],
+        )
+        .await;
+    let mut stream = client
+        .rebuild_index(pb::RebuildIndexRequest {
+            name: "pins".into(),
+            promote: false,
+            request_id: "rebuild-pins".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("rebuild")
+        .into_inner();
+    while let Some(message) = stream.message().await.expect("stream") {
+        if let Some(pb::rebuild_index_response::Event::Finished(f)) = message.event {
+            assert_eq!(f.status.expect("status").code, 0, "rebuild");
+        }
+    }
+    // Row 550 exists only in generation 2: the active one does not find it,
+    // the pinned one does (its own vector, at distance 0).
+    let query = second[50 * DIM..51 * DIM].to_vec();
+    let ask = |generation: u64| pb::SearchRequest {
+        index: "pins".into(),
+        vector: query.clone(),
+        k: 1,
+        exact: true,
+        generation,
+        ..Default::default()
+    };
+    let active = search(&mut client, ask(0)).await;
+    assert_eq!(active.generation, 1);
+    assert_ne!(active.hits[0].id, "550");
+    let pinned = search(&mut client, ask(2)).await;
+    assert_eq!((pinned.generation, pinned.hits[0].id.as_str()), (2, "550"));
+    assert!(pinned.dataset_version > active.dataset_version);
+    // Pinning the active generation by number is the active generation.
+    assert_eq!(
+        search(&mut client, ask(1)).await.hits[0].id,
+        active.hits[0].id
+    );
+    let status = client.search(ask(9)).await.expect_err("unknown generation");
+    assert_eq!(
+        (status.code(), error_reason(&status).as_deref()),
+        (Code::NotFound, Some("GENERATION_NOT_FOUND"))
+    );
+    stack.stop().await;
+}

@@ -338,7 +338,7 @@ impl Predicate {
                     return false;
                 };
                 let v = keys[row as usize];
-                *lo <= v && v <= *hi && !o.is_null(row)
+                *lo <= v && v <= *hi && (o.nulls.is_empty() || !o.is_null(row))
             }
             Predicate::FloatRange { column, lo, hi } => {
                 let ColumnIndex::Ordered(o) = &**column else {
@@ -350,7 +350,7 @@ impl Predicate {
                 let v = keys[row as usize];
                 let above = if lo.1 { v >= lo.0 } else { v > lo.0 };
                 let below = if hi.1 { v <= hi.0 } else { v < hi.0 };
-                above && below && !o.is_null(row)
+                above && below && (o.nulls.is_empty() || !o.is_null(row))
             }
             Predicate::All(list) => list.iter().all(|p| p.matches(row)),
             Predicate::Any(list) => list.iter().any(|p| p.matches(row)),

@@ -258,6 +258,7 @@ impl Rpc for VectorGrpc {
             id,
             max_distance,
             with_vectors,
+            generation,
         } = request.into_inner();
         let queries = match (vector.is_empty(), id.is_empty()) {
             (false, true) => Queries::Vectors(vec![vector]),
@@ -282,6 +283,7 @@ impl Rpc for VectorGrpc {
             payload_columns: payload_columns.clone(),
             filter: filter::filter_of(filter)?,
             max_distance: max_distance_of(max_distance)?,
+            generation: (generation != 0).then_some(generation),
         };
         let result = self.service.search(query).await?;
         let hits = search_hits(&result, &payload_columns, with_vectors)
@@ -332,6 +334,7 @@ impl Rpc for VectorGrpc {
             payload_columns: payload_columns.clone(),
             filter: filter::filter_of(filter)?,
             max_distance: max_distance_of(max_distance)?,
+            generation: None,
         };
         let result = self.service.search(query).await?;
         self.bounded(pb::BatchSearchResponse {

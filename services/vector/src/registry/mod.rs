@@ -43,6 +43,10 @@ pub struct IndexEntry {
     /// Why the record itself cannot be read; such an index can only be
     /// listed, repaired (RepairIndex) and deleted.
     damaged: Option<String>,
+    /// The last inactive READY generation a search pinned, kept loaded so a
+    /// client testing a rebuild before promoting it does not reload it per
+    /// query. One per index: pinning another replaces it.
+    pinned: Mutex<Option<Arc<LoadedGeneration>>>,
 }
 
 impl IndexEntry {
@@ -59,6 +63,7 @@ impl IndexEntry {
             builds: Mutex::new(HashMap::new()),
             load_error: Mutex::new(None),
             damaged,
+            pinned: Mutex::new(None),
         })
     }
 
@@ -98,7 +103,21 @@ impl IndexEntry {
         self.active.read().clone()
     }
 
-    /// Why the active generation cannot be searched, if it cannot.
+    /// The pinned generation `generation`, if it is the one kept loaded.
+    pub fn pinned(&self, generation: u64) -> Option<Arc<LoadedGeneration>> {
+        self.pinned
+            .lock()
+            .as_ref()
+            .filter(|g| g.generation == generation)
+            .cloned()
+    }
+
+    /// Keeps `generation` loaded for pinned searches (replacing the last).
+    pub fn pin(&self, generation: Arc<LoadedGeneration>) {
+        *self.pinned.lock() = Some(generation);
+    }
+
+    /// Why the active generation cannot be searched, while it cannot.
     pub fn load_error(&self) -> Option<String> {
         self.load_error.lock().clone()
     }
