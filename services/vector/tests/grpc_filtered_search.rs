@@ -480,8 +480,13 @@ async fn a_pinned_search_answers_from_an_unpromoted_generation() {
     let first = clustered_vectors(500, DIM, 5, 3);
     stack.dataset("pins", &[common::batch(&first, 0)]).await;
     let mut client = stack.client();
+    let mut create = common::create("pins", "pins", "create-pins");
+    create.config = Some(pb::HnswConfig {
+        m: 8,
+        ef_construction: 40,
+    });
     let mut stream = client
-        .create_index(common::create("pins", "pins", "create-pins"))
+        .create_index(create)
         .await
         .expect("create")
         .into_inner();
@@ -499,7 +504,12 @@ async fn a_pinned_search_answers_from_an_unpromoted_generation() {
             name: "pins".into(),
             promote: false,
             request_id: "rebuild-pins".into(),
-            ..Default::default()
+            // Only ef_construction: m stays the active generation's 8 (one
+            // meaning of zero: unset keeps), not the default 16.
+            config: Some(pb::HnswConfig {
+                m: 0,
+                ef_construction: 60,
+            }),
         })
         .await
         .expect("rebuild")
@@ -507,6 +517,8 @@ async fn a_pinned_search_answers_from_an_unpromoted_generation() {
     while let Some(message) = stream.message().await.expect("stream") {
         if let Some(pb::rebuild_index_response::Event::Finished(f)) = message.event {
             assert_eq!(f.status.expect("status").code, 0, "rebuild");
+            let config = f.generation.and_then(|g| g.config).expect("config");
+            assert_eq!((config.m, config.ef_construction), (8, 60));
         }
     }
     // Row 550 exists only in generation 2: the active one does not find it,

@@ -47,11 +47,21 @@ pub(super) fn metric_pb(metric: Metric) -> pb::Metric {
 
 /// Build parameters with defaults and ranges applied; `None` when unset.
 pub(super) fn params(config: Option<pb::HnswConfig>) -> Result<Option<HnswParams>, Error> {
+    params_over(config, HnswParams::default())
+}
+
+/// Build parameters where a field left 0 takes its value from `base`
+/// (the defaults for a new index, the active generation's for a rebuild:
+/// one meaning of zero, "unset keeps"); `None` when no config is given.
+pub(super) fn params_over(
+    config: Option<pb::HnswConfig>,
+    base: HnswParams,
+) -> Result<Option<HnswParams>, Error> {
     let Some(pb::HnswConfig { m, ef_construction }) = config else {
         return Ok(None);
     };
     let m = match m {
-        0 => HnswParams::DEFAULT_M,
+        0 => base.m,
         m => m as usize,
     };
     let (lo, hi) = HnswParams::M_RANGE;
@@ -62,7 +72,7 @@ pub(super) fn params(config: Option<pb::HnswConfig>) -> Result<Option<HnswParams
         ));
     }
     let ef_construction = match ef_construction {
-        0 => HnswParams::DEFAULT_EF_CONSTRUCTION.max(m),
+        0 => base.ef_construction.max(m),
         ef => ef as usize,
     };
     if ef_construction < m || ef_construction > HnswParams::MAX_EF {
