@@ -9,6 +9,7 @@ mod audit_cmd;
 mod cli;
 mod client_args;
 mod cmd;
+mod data_locks;
 mod datasets_cmd;
 mod health;
 mod ingest_cmd;

@@ -18,6 +18,10 @@ use crate::cli::{Role, ServeArgs};
 pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let role = args.role;
     let _telemetry = telemetry::init(&args.telemetry, &format!("lakehouse-{}", role.name()))?;
+    // Before anything touches the files: a second server on the same
+    // folder refuses here, naming the folder and the holder's pid. Held
+    // until this function returns, after the services have shut down.
+    let _locks = crate::data_locks::acquire(&args)?;
     let shutdown = shutdown::on_signal();
 
     let secrets = lakehouse_shared::secrets::from_config(&args.secrets)?;
