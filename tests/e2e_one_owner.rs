@@ -7,6 +7,7 @@
 use crate::support;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use support::ServerProcess;
@@ -103,4 +104,82 @@ fn split_roles_share_a_data_folder_but_not_their_parts() {
     );
     // `serve all` needs both: refused on the first it meets.
     expect_refused("all", &dir.path().join("all"), &data_dir, storage_pid);
+}
+
+/// The compose section of the README has users export the services'
+/// addresses for the CLI; a `serve all` started in that shell must still
+/// keep its data to itself, and say once that it ignored them.
+#[test]
+fn client_address_variables_do_not_steer_serve_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut other = ServerProcess::start("all", &dir.path().join("other"), &[]);
+    other.wait_healthy();
+    let mut server = ServerProcess::start(
+        "all",
+        &dir.path().join("server"),
+        &[
+            ("LAKEHOUSE_STORAGE_ADDR", other.addr.clone()),
+            ("LAKEHOUSE_CATALOG_ADDR", format!("http://{}", other.addr)),
+        ],
+    );
+    server.wait_healthy();
+
+    let csv = dir.path().join("people.csv");
+    std::fs::write(&csv, "id,name\n1,Ada\n2,Grace\n3,Alan\n").expect("write the csv");
+    let cli = |server: &ServerProcess, args: &[&str]| {
+        let output = Command::new(support::BINARY)
+            .args(args)
+            .args(["--addr", &server.addr])
+            .env_remove("LAKEHOUSE_STORAGE_ADDR")
+            .env_remove("LAKEHOUSE_CATALOG_ADDR")
+            .env_remove("LAKEHOUSE_INGEST_ADDR")
+            .env_remove("LAKEHOUSE_TOKEN")
+            .output()
+            .expect("run the CLI");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    cli(
+        &server,
+        &[
+            "ingest",
+            "file",
+            csv.to_str().expect("utf-8"),
+            "--dataset",
+            "people",
+        ],
+    );
+
+    // The dataset and its parts are this server's, not the other's.
+    assert!(cli(&server, &["datasets", "ls"]).contains("people"));
+    let elsewhere = cli(&other, &["datasets", "ls"]);
+    assert!(!elsewhere.contains("people"), "{elsewhere}");
+    let parts = support::files_under(&server.data_dir.join("buckets"));
+    assert!(
+        parts
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".parquet")),
+        "no part in this server's bucket: {parts:?}"
+    );
+    let leaked = support::files_under(&other.data_dir.join("buckets"));
+    assert!(
+        !leaked
+            .iter()
+            .any(|p| p.to_string_lossy().contains("people")),
+        "parts went to the other server: {leaked:?}"
+    );
+
+    // One WARN at start, naming both variables.
+    let log = server.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("LAKEHOUSE_STORAGE_ADDR"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("LAKEHOUSE_CATALOG_ADDR"), "{log}");
 }

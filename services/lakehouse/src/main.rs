@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 mod audit_cmd;
 mod cli;
 mod client_args;
@@ -26,7 +24,7 @@ use {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     let result = match cli::apply_client_tls(&cli.command) {
         Ok(()) => run(cli.command).await,
         Err(error) => Err(error),
