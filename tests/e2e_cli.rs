@@ -347,3 +347,72 @@ fn cli_ingests_a_postgres_table() {
     assert_eq!(neither.code, Some(2), "{}", neither.stderr);
     psql(&url, &format!("DROP TABLE IF EXISTS {table}"));
 }
+
+/// A CSV without a header, ingested without `--no-header`, used to lose its
+/// first row to the column names silently; it is refused, naming the flag,
+/// and with the flag all rows arrive.
+#[test]
+fn a_csv_without_a_header_is_refused_not_shortened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("nohdr.csv");
+    std::fs::write(
+        &csv,
+        "1,Ada Lovelace,engineer,London\n2,Grace Hopper,admiral,New York\n3,Alan Turing,researcher,Manchester\n",
+    )
+    .expect("write the csv");
+    let mut server = ServerProcess::start("all", &dir.path().join("server"), &[]);
+    server.wait_healthy();
+
+    let refused = cli(
+        &server,
+        &["ingest", "file", path_str(&csv), "--dataset", "nohdr"],
+    );
+    assert_ne!(refused.code, Some(0), "{}", refused.stdout);
+    let error = refused
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {}", refused.stderr));
+    assert!(error.contains("[HEADER_LOOKS_LIKE_DATA]"), "{error}");
+    assert!(error.contains("--no-header"), "{error}");
+    let none = cli(&server, &["datasets", "show", "nohdr"]);
+    assert_eq!(none.code, Some(3), "nothing was ingested: {}", none.stdout);
+
+    let ingested = cli(
+        &server,
+        &[
+            "ingest",
+            "file",
+            path_str(&csv),
+            "--dataset",
+            "nohdr",
+            "--no-header",
+            "--output",
+            "json",
+        ],
+    )
+    .json_lines("ingest file --no-header");
+    assert_eq!(ingested[0]["rows"], 3);
+
+    // A file with a header still goes in whole.
+    let people = dir.path().join("people.csv");
+    std::fs::write(
+        &people,
+        "id,name,role,city\n1,Ada Lovelace,engineer,London\n2,Grace Hopper,admiral,New York\n3,Alan Turing,researcher,Manchester\n",
+    )
+    .expect("write the csv");
+    let ingested = cli(
+        &server,
+        &[
+            "ingest",
+            "file",
+            path_str(&people),
+            "--dataset",
+            "people",
+            "--output",
+            "json",
+        ],
+    )
+    .json_lines("ingest file with a header");
+    assert_eq!(ingested[0]["rows"], 3);
+}
