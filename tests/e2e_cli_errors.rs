@@ -1,0 +1,215 @@
+//! The CLI's failures as scripts and agents branch on them, through the real
+//! binary against `lakehouse serve all`: every class of docs/cli.md's exit
+//! code table, each with the standard `error: <code> [<REASON>]: …` line.
+
+use crate::support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Command;
+
+use support::{ServerProcess, free_port};
+
+/// Exit code, stdout and stderr of one CLI run.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns stdout.
+    pub fn ok(self, what: &str) -> String {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "{what} failed: stdout {} stderr {}",
+            self.stdout,
+            self.stderr
+        );
+        self.stdout
+    }
+
+    /// Asserts the exit code and that the error line starts with `line`;
+    /// returns that line.
+    pub fn fails(&self, code: i32, line: &str) -> String {
+        let error = self
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no error line (exit {:?}): {}", self.code, self.stderr))
+            .to_owned();
+        assert_eq!(self.code, Some(code), "{}", self.stderr);
+        assert!(error.starts_with(line), "{line:?} expected: {error}");
+        error
+    }
+}
+
+/// Runs the CLI with `args` against `addr` (none: `args` name it), with no
+/// address or token from the test's own environment.
+pub fn cli_at(addr: Option<&str>, args: &[&str]) -> Run {
+    let mut command = Command::new(support::BINARY);
+    command.args(args);
+    if let Some(addr) = addr {
+        command.args(["--addr", addr]);
+    }
+    for var in [
+        "LAKEHOUSE_ADDR",
+        "LAKEHOUSE_STORAGE_ADDR",
+        "LAKEHOUSE_CATALOG_ADDR",
+        "LAKEHOUSE_INGEST_ADDR",
+        "LAKEHOUSE_VECTOR_ADDR",
+        "LAKEHOUSE_TOKEN",
+    ] {
+        command.env_remove(var);
+    }
+    let output = command.output().expect("run the CLI");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+pub fn cli(server: &ServerProcess, args: &[&str]) -> Run {
+    cli_at(Some(&server.addr), args)
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// A `serve all` with dataset `docs`: four 4-dimensional vectors (the
+/// README's tour), ingested from NDJSON.
+pub fn server_with_docs(dir: &Path) -> ServerProcess {
+    let mut server = ServerProcess::start("all", &dir.join("server"), &[]);
+    server.wait_healthy();
+    let docs = dir.join("docs.ndjson");
+    std::fs::write(
+        &docs,
+        r#"{"id":1,"text":"How to rotate a bearer token","embedding":[0.9,0.1,0.0,0.1]}
+{"id":2,"text":"Ingesting a PostgreSQL table","embedding":[0.1,0.9,0.2,0.0]}
+{"id":3,"text":"Tuning HNSW for recall","embedding":[0.0,0.2,0.9,0.3]}
+{"id":4,"text":"Restoring a dataset with resync","embedding":[0.2,0.7,0.1,0.4]}
+"#,
+    )
+    .expect("write docs");
+    cli(
+        &server,
+        &["ingest", "file", path_str(&docs), "--dataset", "docs"],
+    )
+    .ok("ingest docs");
+    server
+}
+
+#[test]
+fn every_exit_code_class_is_what_docs_cli_md_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with_docs(dir.path());
+    cli(
+        &server,
+        &[
+            "index",
+            "create",
+            "docs-idx",
+            "--dataset",
+            "docs",
+            "--text-column",
+            "text",
+        ],
+    )
+    .ok("index create");
+
+    // 5, unavailable: nothing listens, the name does not resolve, the TLS
+    // handshake fails (https to a plaintext server); `health` alike.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let https = format!("https://{}", server.addr);
+    for (addr, args) in [
+        (nowhere.as_str(), ["datasets", "ls"]),
+        ("nosuch.invalid:50051", ["datasets", "ls"]),
+        (https.as_str(), ["index", "ls"]),
+        (nowhere.as_str(), ["objects", "ls"]),
+    ] {
+        let error = cli_at(Some(addr), &args).fails(5, "error: Unavailable [SERVER_UNREACHABLE]: ");
+        assert!(error.contains(addr), "names the address: {error}");
+    }
+    cli_at(None, &["health", "--addr", &nowhere, "--timeout", "2s"])
+        .fails(5, "error: Unavailable [SERVER_UNREACHABLE]: ");
+
+    // 2, usage: what the server refuses about the command's arguments, as
+    // well as what clap or the CLI refuse.
+    cli(
+        &server,
+        &["index", "create", "Bad Name", "--dataset", "docs"],
+    )
+    .fails(2, "error: InvalidArgument [INVALID_NAME]: ");
+    let error = cli(
+        &server,
+        &["search", "--index", "docs-idx", "--vector", "[0.1,0.2]"],
+    )
+    .fails(2, "error: InvalidArgument [WRONG_DIMENSIONS]: ");
+    assert!(error.contains('4') && error.contains('2'), "{error}");
+    cli(
+        &server,
+        &[
+            "index",
+            "create",
+            "x",
+            "--dataset",
+            "docs",
+            "--metric",
+            "manhattan",
+        ],
+    )
+    .fails(2, "error: unknown metric");
+
+    // 3, not found; 4, conflict.
+    cli(&server, &["index", "show", "nope"]).fails(3, "error: NotFound [INDEX_NOT_FOUND]: ");
+    cli(&server, &["datasets", "show", "nope"]).fails(3, "error: NotFound [DATASET_NOT_FOUND]: ");
+    cli(
+        &server,
+        &["index", "create", "docs-idx", "--dataset", "docs"],
+    )
+    .fails(4, "error: AlreadyExists [INDEX_EXISTS]: ");
+
+    // 1, failed: the server refused the data itself.
+    let fake = dir.path().join("fake.parquet");
+    std::fs::write(&fake, "id,name\n1,a\n").expect("write");
+    cli(
+        &server,
+        &["ingest", "file", path_str(&fake), "--dataset", "fake"],
+    )
+    .fails(1, "error: InvalidArgument [BAD_FILE]: ");
+}
+
+/// 6, refused: no token, or a token without the scope.
+#[test]
+fn a_refused_token_exits_6() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        "[token]\nreader = \"read:tok-reader-5d1e0c9a7b3f4e28\"\n\
+         service = \"admin:tok-service-8a2f6c1d9e0b7a43\"\n",
+    )
+    .expect("write secrets");
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut server = ServerProcess::start(
+        "all",
+        &dir.path().join("server"),
+        &[("LAKEHOUSE_SECRETS_FILE", secrets.display().to_string())],
+    );
+    server.wait_healthy();
+    cli(&server, &["datasets", "ls"]).fails(6, "error: Unauthenticated [TOKEN_MISSING]: ");
+    cli(
+        &server,
+        &[
+            "datasets",
+            "rm",
+            "anything",
+            "--token",
+            "tok-reader-5d1e0c9a7b3f4e28",
+        ],
+    )
+    .fails(6, "error: PermissionDenied [SCOPE_MISSING]: ");
+}
