@@ -213,3 +213,71 @@ fn a_refused_token_exits_6() {
     )
     .fails(6, "error: PermissionDenied [SCOPE_MISSING]: ");
 }
+
+/// A first build that fails (the text column named as the vectors) used to
+/// keep the name: the corrected create said INDEX_EXISTS and pointed at
+/// RebuildIndex, which cannot change the column. It replaces the failed
+/// index now.
+#[test]
+fn a_failed_first_build_does_not_keep_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with_docs(dir.path());
+    cli(
+        &server,
+        &[
+            "index",
+            "create",
+            "docs-idx",
+            "--dataset",
+            "docs",
+            "--vector-column",
+            "text",
+        ],
+    )
+    .fails(4, "error: FailedPrecondition [COLUMN_TYPE]: ");
+    let shown = cli(&server, &["index", "show", "docs-idx", "--output", "json"]).ok("show");
+    assert!(shown.contains("FAILED"), "{shown}");
+
+    let created = cli(
+        &server,
+        &[
+            "index",
+            "create",
+            "docs-idx",
+            "--dataset",
+            "docs",
+            "--text-column",
+            "text",
+        ],
+    )
+    .ok("the corrected create");
+    assert!(created.contains("READY"), "{created}");
+    let generations = cli(
+        &server,
+        &["index", "generations", "docs-idx", "--output", "json"],
+    )
+    .ok("generations");
+    assert_eq!(
+        generations.lines().count(),
+        1,
+        "only the new build: {generations}"
+    );
+    assert!(
+        generations.contains("GENERATION_STATE_READY"),
+        "{generations}"
+    );
+    let hits = cli(
+        &server,
+        &[
+            "search",
+            "--index",
+            "docs-idx",
+            "--k",
+            "1",
+            "--vector",
+            "[0.0,0.1,1.0,0.2]",
+        ],
+    )
+    .ok("search");
+    assert!(hits.contains("Tuning HNSW for recall"), "{hits}");
+}
