@@ -281,3 +281,66 @@ fn a_failed_first_build_does_not_keep_its_name() {
     .ok("search");
     assert!(hits.contains("Tuning HNSW for recall"), "{hits}");
 }
+
+/// `objects` failures are the standard line with the storage reason, not
+/// object_store's text, and name what is missing; `objects rm` says whether
+/// the object was there.
+#[test]
+fn objects_errors_name_what_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start("all", &dir.path().join("server"), &[]);
+    server.wait_healthy();
+
+    let error = cli(&server, &["objects", "get", "nope.txt", "-"])
+        .fails(3, "error: NotFound [OBJECT_NOT_FOUND]: ");
+    assert!(error.contains("nope.txt"), "{error}");
+    let error = cli(&server, &["objects", "--bucket", "nope", "ls"])
+        .fails(3, "error: NotFound [BUCKET_NOT_FOUND]: ");
+    assert!(error.contains("\"nope\""), "names the bucket: {error}");
+
+    // rm: a missing key is not found; a present one is removed, once.
+    let error = cli(&server, &["objects", "rm", "nope.txt"])
+        .fails(3, "error: NotFound [OBJECT_NOT_FOUND]: ");
+    assert!(error.contains("nope.txt"), "{error}");
+    let file = dir.path().join("note.txt");
+    std::fs::write(&file, "hello").expect("write");
+    cli(
+        &server,
+        &["objects", "put", path_str(&file), "notes/note.txt"],
+    )
+    .ok("put");
+    let removed = cli(
+        &server,
+        &["objects", "rm", "notes/note.txt", "--output", "json"],
+    )
+    .ok("rm");
+    let removed: serde_json::Value = serde_json::from_str(removed.trim()).expect("one JSON line");
+    assert_eq!(removed["removed"], true);
+    assert_eq!(removed["size"], 5);
+    cli(&server, &["objects", "rm", "notes/note.txt"])
+        .fails(3, "error: NotFound [OBJECT_NOT_FOUND]: ");
+}
+
+/// The trial listings of an index that does not exist are INDEX_NOT_FOUND,
+/// not an empty success or NO_TRIAL_MEETS_RECALL; of one that exists but
+/// has no trials, nothing (ls) and NO_TRIAL_MEETS_RECALL (best).
+#[test]
+fn trial_listings_of_a_missing_index_are_not_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server_with_docs(dir.path());
+    let error = cli(&server, &["trial", "ls", "--index", "nope"])
+        .fails(3, "error: NotFound [INDEX_NOT_FOUND]: ");
+    assert!(error.contains("nope"), "{error}");
+    cli(&server, &["trial", "best", "--index", "nope"])
+        .fails(3, "error: NotFound [INDEX_NOT_FOUND]: ");
+
+    cli(
+        &server,
+        &["index", "create", "docs-idx", "--dataset", "docs"],
+    )
+    .ok("index create");
+    let listed = cli(&server, &["trial", "ls", "--index", "docs-idx"]).ok("trial ls");
+    assert!(listed.is_empty(), "{listed}");
+    cli(&server, &["trial", "best", "--index", "docs-idx"])
+        .fails(3, "error: NotFound [NO_TRIAL_MEETS_RECALL]: ");
+}

@@ -96,32 +96,45 @@ pub fn exit_for(error: &(dyn std::error::Error + 'static)) -> ExitCode {
         eprintln!("error: Unavailable [SERVER_UNREACHABLE]: {unreachable}");
         return ExitCode::from(UNAVAILABLE);
     }
-    let status = error.downcast_ref::<tonic::Status>();
+    // The server's status, also when object_store (GrpcObjectStore, under
+    // `objects`) carries it as the source of its own error: its code,
+    // reason and message are the standard line, not object_store's text.
+    let status = chain(error).find_map(|e| e.downcast_ref::<tonic::Status>());
     let reason = status.and_then(lakehouse_shared::status::error_reason);
-    if let Some(status) = status {
-        let shown = reason
-            .as_deref()
-            .map(|r| format!(" [{r}]"))
-            .unwrap_or_default();
-        eprintln!("error: {:?}{shown}: {}", status.code(), status.message());
-    } else {
-        eprintln!("error: {error}");
+    let code = status
+        .map(tonic::Status::code)
+        .or_else(|| error.downcast_ref::<object_store::Error>().map(store_code));
+    match (status, code) {
+        (Some(status), _) => {
+            let shown = reason
+                .as_deref()
+                .map(|r| format!(" [{r}]"))
+                .unwrap_or_default();
+            eprintln!("error: {:?}{shown}: {}", status.code(), status.message());
+        }
+        (None, Some(code)) => eprintln!("error: {code:?}: {error}"),
+        (None, None) => eprintln!("error: {error}"),
     }
-    // Object reads and writes go through object_store (GrpcObjectStore),
-    // whose errors carry the meaning in their variant.
-    let code = status.map(tonic::Status::code).or_else(|| {
-        error
-            .downcast_ref::<object_store::Error>()
-            .and_then(|e| match e {
-                object_store::Error::NotFound { .. } => Some(Code::NotFound),
-                object_store::Error::AlreadyExists { .. } => Some(Code::AlreadyExists),
-                object_store::Error::Precondition { .. } => Some(Code::FailedPrecondition),
-                object_store::Error::PermissionDenied { .. } => Some(Code::PermissionDenied),
-                object_store::Error::Unauthenticated { .. } => Some(Code::Unauthenticated),
-                _ => None,
-            })
-    });
     ExitCode::from(code.map_or(FAILED, |code| exit_code(code, reason.as_deref())))
+}
+
+/// The gRPC code of an object_store error that no status explains (one the
+/// adapter found itself, such as a key object_store refuses).
+fn store_code(error: &object_store::Error) -> Code {
+    match error {
+        object_store::Error::NotFound { .. } => Code::NotFound,
+        object_store::Error::AlreadyExists { .. } => Code::AlreadyExists,
+        object_store::Error::Precondition { .. } | object_store::Error::NotModified { .. } => {
+            Code::FailedPrecondition
+        }
+        object_store::Error::PermissionDenied { .. } => Code::PermissionDenied,
+        object_store::Error::Unauthenticated { .. } => Code::Unauthenticated,
+        object_store::Error::InvalidPath { .. } => Code::InvalidArgument,
+        object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
+            Code::Unimplemented
+        }
+        _ => Code::Unknown,
+    }
 }
 
 /// Exit 1: failed.

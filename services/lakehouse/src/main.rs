@@ -10,6 +10,7 @@ mod cmd;
 mod data_locks;
 mod datasets_cmd;
 mod health;
+mod index_check;
 mod ingest_cmd;
 mod serve;
 mod storage_cmd;

@@ -16,7 +16,7 @@ use object_store::{ObjectStore as _, ObjectStoreExt as _, WriteMultipart};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::cmd::{CliError, Output, Result, StorageTarget, Table, time_text};
+use crate::cmd::{CliError, Output, Result, StorageTarget, Table, print, time_text};
 
 /// `lakehouse buckets`: list the buckets, or probe them.
 #[derive(Debug, clap::Args)]
@@ -180,7 +180,7 @@ pub async fn objects(args: ObjectsArgs) -> Result<ExitCode> {
         ObjectsCommand::Ls { prefix } => list_objects(&store, &prefix, args.target.output).await,
         ObjectsCommand::Put { file, key } => put(&store, &file, &key).await,
         ObjectsCommand::Get { key, file } => get(&store, &key, &file).await,
-        ObjectsCommand::Rm { key } => rm(&store, &key).await,
+        ObjectsCommand::Rm { key } => rm(&store, &key, args.target.output).await,
     }
 }
 
@@ -201,7 +201,7 @@ pub async fn run(args: StorageArgs) -> Result<ExitCode> {
         StorageCommand::Ls { prefix } => list_objects(&store, &prefix, out).await,
         StorageCommand::Put { file, key } => put(&store, &file, &key).await,
         StorageCommand::Get { key, file } => get(&store, &key, &file).await,
-        StorageCommand::Rm { key } => rm(&store, &key).await,
+        StorageCommand::Rm { key } => rm(&store, &key, out).await,
         StorageCommand::Errors { service } => {
             let filter = ErrorFilter {
                 service,
@@ -345,8 +345,18 @@ async fn get(store: &GrpcObjectStore, key: &str, file: &str) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-async fn rm(store: &GrpcObjectStore, key: &str) -> Result<ExitCode> {
-    store.delete(&Path::from(key)).await?;
+/// Deletes an object, saying whether it was there: DeleteObject succeeds
+/// on a missing key (deletes are idempotent), which would let a typo pass
+/// as a deletion, so a HeadObject first makes a missing key not found
+/// (exit 3), as `get` and `datasets rm` are.
+async fn rm(store: &GrpcObjectStore, key: &str, out: Output) -> Result<ExitCode> {
+    let location = Path::from(key);
+    let meta = store.head(&location).await?;
+    store.delete(&location).await?;
+    let value = json!({ "key": key, "size": meta.size, "removed": true });
+    print(out, &value, || {
+        format!("removed {key} ({} bytes)", meta.size)
+    });
     Ok(ExitCode::SUCCESS)
 }
 
