@@ -344,3 +344,51 @@ fn trial_listings_of_a_missing_index_are_not_found() {
     cli(&server, &["trial", "best", "--index", "docs-idx"])
         .fails(3, "error: NotFound [NO_TRIAL_MEETS_RECALL]: ");
 }
+
+/// `--addr` as people type it: a port alone is that port on this machine;
+/// `health` finds the server through LAKEHOUSE_ADDR; and the flag says so
+/// in `--help`.
+#[test]
+fn addresses_as_people_type_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start("all", &dir.path().join("server"), &[]);
+    server.wait_healthy();
+    let port = server
+        .addr
+        .rsplit(':')
+        .next()
+        .expect("host:port")
+        .to_owned();
+    cli_at(Some(&port), &["buckets"]).ok("buckets --addr <port>");
+    cli_at(Some(&format!(":{port}")), &["datasets", "ls"]).ok("datasets ls --addr :<port>");
+
+    let output = Command::new(support::BINARY)
+        .arg("health")
+        .env("LAKEHOUSE_ADDR", &server.addr)
+        .output()
+        .expect("run health");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim(), "server: SERVING");
+
+    for command in [
+        &["datasets", "ls", "--help"][..],
+        &["objects", "--help"],
+        &["health", "--help"],
+    ] {
+        let help = cli_at(None, command).ok("help");
+        let addr_help = help
+            .split("--addr <ADDR>")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no --addr in {command:?}: {help}"));
+        let first = addr_help.trim_start().lines().next().unwrap_or_default();
+        assert!(
+            first.contains("host:port") && first.contains("port alone"),
+            "{command:?}: --addr has no help text: {help}"
+        );
+    }
+}

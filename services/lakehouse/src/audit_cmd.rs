@@ -16,7 +16,8 @@ const ROLES: [&str; 5] = ["all", "storage", "catalog", "ingest", "vector"];
 /// Reads the audit journal.
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// Storage (or `serve all`) address.
+    /// Address of the storage service (or of `serve all`): host:port, a
+    /// port alone (on 127.0.0.1), http://host:port or https://host:port.
     #[arg(
         long,
         env = "LAKEHOUSE_STORAGE_ADDR",

@@ -179,7 +179,9 @@ pub struct ServeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct HealthArgs {
-    /// Server address (host:port or http://host:port).
+    /// Server address: host:port, a port alone (on 127.0.0.1),
+    /// http://host:port or https://host:port. Any role's address works:
+    /// every server answers health.
     #[arg(long, env = "LAKEHOUSE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: String,
 

@@ -202,8 +202,19 @@ macro_rules! target {
         #[doc = concat!("Where and how to talk to ", $doc, ".")]
         #[derive(Debug, clap::Args)]
         pub struct $name {
-            #[doc = concat!($doc, " (or `serve all`) address, host:port or http(s)://host:port.")]
-            #[arg(long, env = $env, default_value = "127.0.0.1:50051", global = true)]
+            /// The server address (the help text is built per service).
+            // A `#[doc = concat!(…)]` here gives no help text at all: clap's
+            // derive reads only literal doc comments, hence `help`.
+            #[arg(
+                        long,
+                        env = $env,
+                        default_value = "127.0.0.1:50051",
+                        global = true,
+                        help = concat!(
+                            "Address of ", $doc, " (or of `serve all`): host:port, a port alone ",
+                            "(on 127.0.0.1), http://host:port or https://host:port"
+                        )
+                    )]
             pub addr: String,
 
             /// `table` for people, `json` (one document per line) for
