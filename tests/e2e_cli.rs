@@ -416,3 +416,57 @@ fn a_csv_without_a_header_is_refused_not_shortened() {
     .json_lines("ingest file with a header");
     assert_eq!(ingested[0]["rows"], 3);
 }
+
+/// Verbs that printed nothing on stdout, or refused `--output`, answer with
+/// one JSON document per line like the others; `datasets show` carries its
+/// lineage history with or without `--files`.
+#[test]
+fn the_remaining_verbs_answer_json_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start("all", &dir.path().join("server"), &[]);
+    server.wait_healthy();
+
+    let health = Command::new(support::BINARY)
+        .args(["health", "--addr", &server.addr, "--output", "json"])
+        .output()
+        .expect("health");
+    let health: Value =
+        serde_json::from_slice(&health.stdout).expect("health answers one JSON document");
+    assert_eq!(health["status"], "SERVING");
+
+    let file = dir.path().join("note.txt");
+    std::fs::write(&file, "hello").expect("write");
+    let put = cli(
+        &server,
+        &[
+            "objects",
+            "put",
+            path_str(&file),
+            "notes/n.txt",
+            "--output",
+            "json",
+        ],
+    )
+    .json_lines("objects put");
+    assert_eq!(put[0]["key"], "notes/n.txt");
+    assert_eq!(put[0]["size"], 5);
+
+    // Without tokens nothing is audited: no lines, but --output is taken.
+    let audit = cli(&server, &["audit", "--output", "json"]).json_lines("audit");
+    assert!(audit.is_empty(), "{audit:?}");
+
+    let csv = dir.path().join("people.csv");
+    std::fs::write(&csv, "id,name\n1,Ada\n2,Grace\n").expect("write the csv");
+    cli(
+        &server,
+        &["ingest", "file", path_str(&csv), "--dataset", "people"],
+    )
+    .ok("ingest");
+    for extra in [&[][..], &["--files"]] {
+        let mut args = vec!["datasets", "show", "people", "--output", "json"];
+        args.extend_from_slice(extra);
+        let shown = cli(&server, &args).json_lines("datasets show");
+        let history = shown[0]["lineage_history"].as_array().expect("history");
+        assert_eq!(history.len(), 1, "{extra:?}: {}", shown[0]);
+    }
+}

@@ -194,6 +194,11 @@ pub struct HealthArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
+    /// `table` for people (`server: SERVING`), `json` for scripts and
+    /// agents (`{"service":"","status":"SERVING"}`).
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: crate::cmd::Output,
+
     #[command(flatten)]
     pub tls: ClientTlsFiles,
 }

@@ -41,7 +41,10 @@ pub async fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error
     } else {
         args.service.as_str()
     };
-    println!("{what}: {}", status.as_str_name());
+    let value = serde_json::json!({ "service": args.service, "status": status.as_str_name() });
+    crate::cmd::print(args.output, &value, || {
+        format!("{what}: {}", status.as_str_name())
+    });
     Ok(if status == ServingStatus::Serving {
         ExitCode::SUCCESS
     } else {

@@ -178,7 +178,7 @@ pub async fn objects(args: ObjectsArgs) -> Result<ExitCode> {
     let store = GrpcObjectStore::new(client, args.bucket.clone());
     match args.command {
         ObjectsCommand::Ls { prefix } => list_objects(&store, &prefix, args.target.output).await,
-        ObjectsCommand::Put { file, key } => put(&store, &file, &key).await,
+        ObjectsCommand::Put { file, key } => put(&store, &file, &key, args.target.output).await,
         ObjectsCommand::Get { key, file } => get(&store, &key, &file).await,
         ObjectsCommand::Rm { key } => rm(&store, &key, args.target.output).await,
     }
@@ -199,7 +199,7 @@ pub async fn run(args: StorageArgs) -> Result<ExitCode> {
         StorageCommand::Buckets => list_buckets(&mut client, out).await,
         StorageCommand::Health => bucket_health(&mut client, out).await,
         StorageCommand::Ls { prefix } => list_objects(&store, &prefix, out).await,
-        StorageCommand::Put { file, key } => put(&store, &file, &key).await,
+        StorageCommand::Put { file, key } => put(&store, &file, &key, out).await,
         StorageCommand::Get { key, file } => get(&store, &key, &file).await,
         StorageCommand::Rm { key } => rm(&store, &key, out).await,
         StorageCommand::Errors { service } => {
@@ -303,7 +303,12 @@ async fn list_objects(store: &GrpcObjectStore, prefix: &str, out: Output) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-async fn put(store: &GrpcObjectStore, file: &std::path::Path, key: &str) -> Result<ExitCode> {
+async fn put(
+    store: &GrpcObjectStore,
+    file: &std::path::Path,
+    key: &str,
+    out: Output,
+) -> Result<ExitCode> {
     let read_error = |source| CliError::ReadFile {
         path: file.to_owned(),
         source,
@@ -323,7 +328,8 @@ async fn put(store: &GrpcObjectStore, file: &std::path::Path, key: &str) -> Resu
         writer.write(&buffer[..n]);
     }
     writer.finish().await?;
-    eprintln!("uploaded {total} bytes to {key}");
+    let value = json!({ "key": key, "size": total });
+    print(out, &value, || format!("uploaded {total} bytes to {key}"));
     Ok(ExitCode::SUCCESS)
 }
 
