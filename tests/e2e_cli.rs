@@ -347,3 +347,126 @@ fn cli_ingests_a_postgres_table() {
     assert_eq!(neither.code, Some(2), "{}", neither.stderr);
     psql(&url, &format!("DROP TABLE IF EXISTS {table}"));
 }
+
+/// A CSV without a header, ingested without `--no-header`, used to lose its
+/// first row to the column names silently; it is refused, naming the flag,
+/// and with the flag all rows arrive.
+#[test]
+fn a_csv_without_a_header_is_refused_not_shortened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("nohdr.csv");
+    std::fs::write(
+        &csv,
+        "1,Ada Lovelace,engineer,London\n2,Grace Hopper,admiral,New York\n3,Alan Turing,researcher,Manchester\n",
+    )
+    .expect("write the csv");
+    let mut server = ServerProcess::start("all", &dir.path().join("server"), &[]);
+    server.wait_healthy();
+
+    let refused = cli(
+        &server,
+        &["ingest", "file", path_str(&csv), "--dataset", "nohdr"],
+    );
+    assert_ne!(refused.code, Some(0), "{}", refused.stdout);
+    let error = refused
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {}", refused.stderr));
+    assert!(error.contains("[HEADER_LOOKS_LIKE_DATA]"), "{error}");
+    assert!(error.contains("--no-header"), "{error}");
+    let none = cli(&server, &["datasets", "show", "nohdr"]);
+    assert_eq!(none.code, Some(3), "nothing was ingested: {}", none.stdout);
+
+    let ingested = cli(
+        &server,
+        &[
+            "ingest",
+            "file",
+            path_str(&csv),
+            "--dataset",
+            "nohdr",
+            "--no-header",
+            "--output",
+            "json",
+        ],
+    )
+    .json_lines("ingest file --no-header");
+    assert_eq!(ingested[0]["rows"], 3);
+
+    // A file with a header still goes in whole.
+    let people = dir.path().join("people.csv");
+    std::fs::write(
+        &people,
+        "id,name,role,city\n1,Ada Lovelace,engineer,London\n2,Grace Hopper,admiral,New York\n3,Alan Turing,researcher,Manchester\n",
+    )
+    .expect("write the csv");
+    let ingested = cli(
+        &server,
+        &[
+            "ingest",
+            "file",
+            path_str(&people),
+            "--dataset",
+            "people",
+            "--output",
+            "json",
+        ],
+    )
+    .json_lines("ingest file with a header");
+    assert_eq!(ingested[0]["rows"], 3);
+}
+
+/// Verbs that printed nothing on stdout, or refused `--output`, answer with
+/// one JSON document per line like the others; `datasets show` carries its
+/// lineage history with or without `--files`.
+#[test]
+fn the_remaining_verbs_answer_json_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start("all", &dir.path().join("server"), &[]);
+    server.wait_healthy();
+
+    let health = Command::new(support::BINARY)
+        .args(["health", "--addr", &server.addr, "--output", "json"])
+        .output()
+        .expect("health");
+    let health: Value =
+        serde_json::from_slice(&health.stdout).expect("health answers one JSON document");
+    assert_eq!(health["status"], "SERVING");
+
+    let file = dir.path().join("note.txt");
+    std::fs::write(&file, "hello").expect("write");
+    let put = cli(
+        &server,
+        &[
+            "objects",
+            "put",
+            path_str(&file),
+            "notes/n.txt",
+            "--output",
+            "json",
+        ],
+    )
+    .json_lines("objects put");
+    assert_eq!(put[0]["key"], "notes/n.txt");
+    assert_eq!(put[0]["size"], 5);
+
+    // Without tokens nothing is audited: no lines, but --output is taken.
+    let audit = cli(&server, &["audit", "--output", "json"]).json_lines("audit");
+    assert!(audit.is_empty(), "{audit:?}");
+
+    let csv = dir.path().join("people.csv");
+    std::fs::write(&csv, "id,name\n1,Ada\n2,Grace\n").expect("write the csv");
+    cli(
+        &server,
+        &["ingest", "file", path_str(&csv), "--dataset", "people"],
+    )
+    .ok("ingest");
+    for extra in [&[][..], &["--files"]] {
+        let mut args = vec!["datasets", "show", "people", "--output", "json"];
+        args.extend_from_slice(extra);
+        let shown = cli(&server, &args).json_lines("datasets show");
+        let history = shown[0]["lineage_history"].as_array().expect("history");
+        assert_eq!(history.len(), 1, "{extra:?}: {}", shown[0]);
+    }
+}

@@ -164,6 +164,23 @@ impl ServerProcess {
         }
     }
 
+    /// Waits up to `timeout` for the process to end by itself: its exit
+    /// status, or `None` while it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL, no shutdown at all (a crash or an OOM kill), and the exit
     /// status.
     pub fn kill(&mut self) -> Option<std::process::ExitStatus> {

@@ -51,11 +51,12 @@ pub type VectorClient = VectorServiceClient<TracedChannel>;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Accepts `host:port` as well as `http://host:port` and
-/// `https://host:port`. A bare `host:port` is `https://` once this process
-/// has client TLS settings ([`set_client_tls`]), `http://` otherwise.
-/// `https://` addresses use those settings, or the system's roots without
-/// them.
+/// `https://host:port`, and a port alone ([`with_host`]). A bare
+/// `host:port` is `https://` once this process has client TLS settings
+/// ([`set_client_tls`]), `http://` otherwise. `https://` addresses use those
+/// settings, or the system's roots without them.
 pub fn endpoint(addr: &str) -> Result<Endpoint> {
+    let addr = &*with_host(addr);
     let tls = CLIENT_TLS.get();
     let uri = if addr.contains("://") {
         addr.to_owned()
@@ -82,6 +83,19 @@ pub fn endpoint(addr: &str) -> Result<Endpoint> {
         address: addr.to_owned(),
         source,
     })
+}
+
+/// A port alone (`55151` or `:55151`) is that port on this machine
+/// (`127.0.0.1:55151`), as people type it for a local server; read as a
+/// URI it would be a host named `55151` on port 80, and the failure (an
+/// HTTP 404 from whatever answers there) would say nothing of the cause.
+pub fn with_host(addr: &str) -> std::borrow::Cow<'_, str> {
+    let port = addr.strip_prefix(':').unwrap_or(addr);
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{port}").into()
+    } else {
+        addr.into()
+    }
 }
 
 /// What this process's clients trust and present over TLS (see
@@ -214,7 +228,7 @@ async fn connect_channel(addr: &str) -> Result<Channel> {
         .connect()
         .await
         .map_err(|source| Error::Connect {
-            address: addr.to_owned(),
+            address: with_host(addr).into_owned(),
             source,
         })
 }
@@ -285,6 +299,17 @@ mod tests {
         let error =
             CallInterceptor::new(Some(&SecretString::new("bad\ntoken"))).expect_err("newline");
         assert!(!error.to_string().contains("bad"), "{error}");
+    }
+
+    #[test]
+    fn a_port_alone_is_that_port_on_this_machine() {
+        assert_eq!(with_host("55151"), "127.0.0.1:55151");
+        assert_eq!(with_host(":55151"), "127.0.0.1:55151");
+        for unchanged in ["host:1", "http://127.0.0.1:1", "99999", "", "abc"] {
+            assert_eq!(with_host(unchanged), unchanged);
+        }
+        let uri = endpoint("55151").expect("valid").uri().to_string();
+        assert_eq!(uri, "http://127.0.0.1:55151/");
     }
 
     #[test]

@@ -152,6 +152,18 @@ pub enum Error {
         message: String,
     },
 
+    /// A CSV said to have a header whose first line looks like a data row:
+    /// reading it as column names would lose that row.
+    #[error(
+        "the first line of the CSV looks like data, not column names: {evidence}. If the file has no \
+         header line, ingest it with --no-header (CsvOptions.has_header false); if it has one, \
+         declare the columns (CsvOptions.columns). Nothing was ingested"
+    )]
+    HeaderLooksLikeData {
+        /// Why it looks like data, with the fields that say so.
+        evidence: String,
+    },
+
     /// An upload exceeds the configured limit.
     #[error(
         "the upload exceeds the {limit}-byte limit for {what}; raise --ingest-max-upload-bytes or split the file"
@@ -288,7 +300,8 @@ impl StatusError for Error {
             | Error::InvalidName(_)
             | Error::InvalidDsn(_)
             | Error::UnsupportedType { .. }
-            | Error::File { .. } => Code::InvalidArgument,
+            | Error::File { .. }
+            | Error::HeaderLooksLikeData { .. } => Code::InvalidArgument,
             Error::Secret { .. } => Code::FailedPrecondition,
             // The *source's* credentials: UNAUTHENTICATED would read, to a
             // gRPC client, as its own credentials failing.
@@ -406,6 +419,7 @@ impl Error {
                 vec![("column", column.clone()), ("row", row.to_string())],
             ),
             Error::File { .. } => ("BAD_FILE", vec![]),
+            Error::HeaderLooksLikeData { .. } => ("HEADER_LOOKS_LIKE_DATA", vec![]),
             Error::Storage { key, .. } => ("STORAGE_FAILED", vec![("key", key.clone())]),
             Error::Catalog { status } => (
                 "CATALOG_FAILED",

@@ -100,6 +100,9 @@ where
         FileFormat::Csv(settings) => {
             let sample = sample(&mut chunks, settings.infer_rows, cancel).await?;
             let schema = csv_schema(&settings, &sample)?;
+            if settings.has_header && settings.columns.is_empty() {
+                crate::csv_header::check(&schema, complete_lines(&sample), settings.delimiter)?;
+            }
             let decoder = arrow::csv::ReaderBuilder::new(schema.clone())
                 .with_header(settings.has_header)
                 .with_delimiter(settings.delimiter)

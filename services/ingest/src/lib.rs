@@ -10,6 +10,7 @@
 mod arrow_builders;
 mod config;
 mod copy_binary;
+mod csv_header;
 mod dsn;
 mod error;
 mod file_ingest;

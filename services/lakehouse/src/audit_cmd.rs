@@ -8,6 +8,8 @@ use std::sync::Arc;
 use lakehouse_client::GrpcObjectStore;
 use lakehouse_shared::auth::audit;
 
+use crate::cmd::{Output, Table};
+
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Roles whose journals are read when none is named.
@@ -16,7 +18,8 @@ const ROLES: [&str; 5] = ["all", "storage", "catalog", "ingest", "vector"];
 /// Reads the audit journal.
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// Storage (or `serve all`) address.
+    /// Address of the storage service (or of `serve all`): host:port, a
+    /// port alone (on 127.0.0.1), http://host:port or https://host:port.
     #[arg(
         long,
         env = "LAKEHOUSE_STORAGE_ADDR",
@@ -31,6 +34,11 @@ pub struct AuditArgs {
     /// Only calls made with this token name.
     #[arg(long = "token-name")]
     pub token_name: Option<String>,
+
+    /// `table` for people, `json` (one record per line, the journal's own
+    /// fields) for scripts and agents.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
 
     #[command(flatten)]
     pub auth: crate::client_args::TokenArgs,
@@ -52,18 +60,33 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode> {
     }
     records.retain(|r| args.token_name.as_ref().is_none_or(|name| *name == r.token));
     records.sort_by_key(|r| r.time);
+    let mut table = Table::new(
+        args.output,
+        &[
+            "TIME",
+            "ROLE",
+            "TOKEN",
+            "DECISION",
+            "SCOPE",
+            "METHOD",
+            "TARGET",
+            "REQUEST_ID",
+        ],
+    );
     for r in records {
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            r.time.to_rfc3339(),
-            r.role,
-            r.token,
-            r.decision,
-            r.scope,
-            r.method,
-            r.target,
-            r.request_id
-        );
+        table.row(&serde_json::to_value(&r)?, || {
+            vec![
+                r.time.to_rfc3339(),
+                r.role.clone(),
+                r.token.clone(),
+                r.decision.clone(),
+                r.scope.clone(),
+                r.method.clone(),
+                r.target.clone(),
+                r.request_id.clone(),
+            ]
+        });
     }
+    table.finish();
     Ok(ExitCode::SUCCESS)
 }

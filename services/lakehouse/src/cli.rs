@@ -16,6 +16,41 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the command line, and for `serve` also notes which peer
+    /// addresses came from environment variables rather than flags: `serve
+    /// all` ignores those ([`ServeArgs::peers_from_env`]), which clap's
+    /// derived `parse` cannot tell apart.
+    pub fn parse_args() -> Self {
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches)
+            .map_err(|error| error.format(&mut Self::command()))
+            .unwrap_or_else(|error| error.exit());
+        if let Command::Serve(args) = &mut cli.command
+            && let Some(serve) = matches.subcommand_matches("serve")
+        {
+            let from_env = |id| serve.value_source(id) == Some(ValueSource::EnvVariable);
+            args.peers_from_env = PeersFromEnv {
+                storage: from_env("storage_addr"),
+                catalog: from_env("catalog_addr"),
+            };
+        }
+        cli
+    }
+}
+
+/// Which peer addresses of `serve` came from `LAKEHOUSE_STORAGE_ADDR` /
+/// `LAKEHOUSE_CATALOG_ADDR` rather than `--storage-addr` / `--catalog-addr`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeersFromEnv {
+    /// The storage address is the variable's.
+    pub storage: bool,
+    /// The catalog address is the variable's.
+    pub catalog: bool,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Run one service, or all four on one address (`all`).
@@ -109,6 +144,13 @@ pub struct ServeArgs {
     #[command(flatten, next_help_heading = "Peers")]
     pub peers: PeersConfig,
 
+    /// Which of `peers` came from the environment: the same variables tell
+    /// the CLI where its services are (the README's compose section has
+    /// users export them), so in `serve all`, whose services are this
+    /// process, only the flags count. Filled by [`Cli::parse_args`].
+    #[arg(skip)]
+    pub peers_from_env: PeersFromEnv,
+
     /// What this process trusts and presents when it calls its peers.
     #[command(flatten, next_help_heading = "Peers TLS")]
     pub peer_tls: ClientTlsFiles,
@@ -137,7 +179,9 @@ pub struct ServeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct HealthArgs {
-    /// Server address (host:port or http://host:port).
+    /// Server address: host:port, a port alone (on 127.0.0.1),
+    /// http://host:port or https://host:port. Any role's address works:
+    /// every server answers health.
     #[arg(long, env = "LAKEHOUSE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: String,
 
@@ -149,6 +193,11 @@ pub struct HealthArgs {
     /// How long to wait for an answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+
+    /// `table` for people (`server: SERVING`), `json` for scripts and
+    /// agents (`{"service":"","status":"SERVING"}`).
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: crate::cmd::Output,
 
     #[command(flatten)]
     pub tls: ClientTlsFiles,

@@ -2,10 +2,12 @@
 //! how results are printed (`--output table|json`), how failures become exit
 //! codes, and how long work shows progress.
 //!
-//! Exit codes (documented in docs/cli.md, relied on by scripts): 0 done;
-//! 1 failed; 2 usage (clap, or arguments the command itself rejects);
+//! Exit codes (the table is docs/cli.md's, relied on by scripts): 0 done;
+//! 1 failed (the data refused, or our fault); 2 usage (clap, arguments the
+//! command itself rejects, or the server's INVALID_ARGUMENT about them);
 //! 3 not found; 4 conflict or precondition (exists, version or state);
-//! 5 unavailable (retry later); 6 refused (authentication or scope).
+//! 5 unavailable (no server answered, or it said so: retry later);
+//! 6 refused (authentication or scope).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -78,43 +80,104 @@ impl CliError {
     }
 }
 
-/// Maps a failed command to the documented exit codes, printing why on
-/// stderr (with the google.rpc.ErrorInfo reason when the server sent one).
+/// Maps a failed command to the documented exit codes (docs/cli.md, "Exit
+/// codes"), printing why on stderr as `error: <code> [<REASON>]: <message>`
+/// (the reason is the server's google.rpc.ErrorInfo reason, when it sent
+/// one).
 pub fn exit_for(error: &(dyn std::error::Error + 'static)) -> ExitCode {
     if let Some(cli) = error.downcast_ref::<CliError>() {
         eprintln!("error: {cli}");
         return ExitCode::from(cli.exit_code());
     }
-    let status = error.downcast_ref::<tonic::Status>();
-    if let Some(status) = status {
-        let reason = lakehouse_shared::status::error_reason(status)
-            .map(|r| format!(" [{r}]"))
-            .unwrap_or_default();
-        eprintln!("error: {:?}{reason}: {}", status.code(), status.message());
-    } else {
-        eprintln!("error: {error}");
+    // No server answered (refused, unknown host, TLS handshake): the
+    // class scripts retry on, whatever wraps it.
+    if let Some(unreachable) = chain(error).find(|e| {
+        matches!(
+            e.downcast_ref::<lakehouse_client::Error>(),
+            Some(lakehouse_client::Error::Connect { .. })
+        )
+    }) {
+        eprintln!("error: Unavailable [SERVER_UNREACHABLE]: {unreachable}");
+        return ExitCode::from(UNAVAILABLE);
     }
-    // Object reads and writes go through object_store (GrpcObjectStore),
-    // whose errors carry the meaning in their variant.
-    let code = status.map(tonic::Status::code).or_else(|| {
-        error
-            .downcast_ref::<object_store::Error>()
-            .and_then(|e| match e {
-                object_store::Error::NotFound { .. } => Some(Code::NotFound),
-                object_store::Error::AlreadyExists { .. } => Some(Code::AlreadyExists),
-                object_store::Error::Precondition { .. } => Some(Code::FailedPrecondition),
-                object_store::Error::PermissionDenied { .. } => Some(Code::PermissionDenied),
-                object_store::Error::Unauthenticated { .. } => Some(Code::Unauthenticated),
-                _ => None,
-            })
-    });
-    ExitCode::from(match code {
-        Some(Code::NotFound) => 3,
-        Some(Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition) => 4,
-        Some(Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded) => 5,
-        Some(Code::Unauthenticated | Code::PermissionDenied) => 6,
-        _ => 1,
-    })
+    // The server's status, also when object_store (GrpcObjectStore, under
+    // `objects`) carries it as the source of its own error: its code,
+    // reason and message are the standard line, not object_store's text.
+    let status = chain(error).find_map(|e| e.downcast_ref::<tonic::Status>());
+    let reason = status.and_then(lakehouse_shared::status::error_reason);
+    let code = status
+        .map(tonic::Status::code)
+        .or_else(|| error.downcast_ref::<object_store::Error>().map(store_code));
+    match (status, code) {
+        (Some(status), _) => {
+            let shown = reason
+                .as_deref()
+                .map(|r| format!(" [{r}]"))
+                .unwrap_or_default();
+            eprintln!("error: {:?}{shown}: {}", status.code(), status.message());
+        }
+        (None, Some(code)) => eprintln!("error: {code:?}: {error}"),
+        (None, None) => eprintln!("error: {error}"),
+    }
+    ExitCode::from(code.map_or(FAILED, |code| exit_code(code, reason.as_deref())))
+}
+
+/// The gRPC code of an object_store error that no status explains (one the
+/// adapter found itself, such as a key object_store refuses).
+fn store_code(error: &object_store::Error) -> Code {
+    match error {
+        object_store::Error::NotFound { .. } => Code::NotFound,
+        object_store::Error::AlreadyExists { .. } => Code::AlreadyExists,
+        object_store::Error::Precondition { .. } | object_store::Error::NotModified { .. } => {
+            Code::FailedPrecondition
+        }
+        object_store::Error::PermissionDenied { .. } => Code::PermissionDenied,
+        object_store::Error::Unauthenticated { .. } => Code::Unauthenticated,
+        object_store::Error::InvalidPath { .. } => Code::InvalidArgument,
+        object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
+            Code::Unimplemented
+        }
+        _ => Code::Unknown,
+    }
+}
+
+/// Exit 1: failed.
+const FAILED: u8 = 1;
+/// Exit 5: unavailable, retry later.
+const UNAVAILABLE: u8 = 5;
+
+/// INVALID_ARGUMENT reasons that refuse the data sent (a file that is not
+/// what its name says, a value out of range, an upload that arrived
+/// damaged), not the command: these fail (1) rather than being usage
+/// errors (2), since the same command with other data would work.
+const DATA_REFUSED: &[&str] = &[
+    "BAD_FILE",
+    "BAD_VALUE",
+    "UPLOAD_INCOMPLETE",
+    "UPLOAD_CORRUPT",
+    "SIZE_MISMATCH",
+];
+
+/// The exit code of a gRPC failure, by its code and, for
+/// INVALID_ARGUMENT, its reason: a name, key, vector or other argument
+/// the server refuses is a usage error like one clap finds (2).
+fn exit_code(code: Code, reason: Option<&str>) -> u8 {
+    match code {
+        Code::InvalidArgument if reason.is_some_and(|r| DATA_REFUSED.contains(&r)) => FAILED,
+        Code::InvalidArgument | Code::OutOfRange => 2,
+        Code::NotFound => 3,
+        Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => 4,
+        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => UNAVAILABLE,
+        Code::Unauthenticated | Code::PermissionDenied => 6,
+        _ => FAILED,
+    }
+}
+
+/// An error and its causes, outermost first.
+fn chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
 }
 
 /// A terminal `google.rpc.Status` that is not OK, as an error.
@@ -143,8 +206,19 @@ macro_rules! target {
         #[doc = concat!("Where and how to talk to ", $doc, ".")]
         #[derive(Debug, clap::Args)]
         pub struct $name {
-            #[doc = concat!($doc, " (or `serve all`) address, host:port or http(s)://host:port.")]
-            #[arg(long, env = $env, default_value = "127.0.0.1:50051", global = true)]
+            /// The server address (the help text is built per service).
+            // A `#[doc = concat!(…)]` here gives no help text at all: clap's
+            // derive reads only literal doc comments, hence `help`.
+            #[arg(
+                        long,
+                        env = $env,
+                        default_value = "127.0.0.1:50051",
+                        global = true,
+                        help = concat!(
+                            "Address of ", $doc, " (or of `serve all`): host:port, a port alone ",
+                            "(on 127.0.0.1), http://host:port or https://host:port"
+                        )
+                    )]
             pub addr: String,
 
             /// `table` for people, `json` (one document per line) for
@@ -385,6 +459,24 @@ mod tests {
         assert_eq!(bytes_text(512), "512 B");
         assert_eq!(bytes_text(1536), "1.5 KiB");
         assert_eq!(bytes_text(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn each_class_of_server_failure_has_its_exit_code() {
+        assert_eq!(exit_code(Code::InvalidArgument, Some("INVALID_NAME")), 2);
+        assert_eq!(
+            exit_code(Code::InvalidArgument, Some("WRONG_DIMENSIONS")),
+            2
+        );
+        assert_eq!(exit_code(Code::InvalidArgument, None), 2);
+        assert_eq!(exit_code(Code::InvalidArgument, Some("BAD_FILE")), 1);
+        assert_eq!(exit_code(Code::NotFound, Some("INDEX_NOT_FOUND")), 3);
+        assert_eq!(exit_code(Code::AlreadyExists, Some("INDEX_EXISTS")), 4);
+        assert_eq!(exit_code(Code::FailedPrecondition, Some("COLUMN_TYPE")), 4);
+        assert_eq!(exit_code(Code::Unavailable, None), 5);
+        assert_eq!(exit_code(Code::PermissionDenied, None), 6);
+        assert_eq!(exit_code(Code::Internal, None), 1);
+        assert_eq!(exit_code(Code::Unimplemented, None), 1);
     }
 
     #[test]

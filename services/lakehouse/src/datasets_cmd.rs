@@ -195,15 +195,28 @@ async fn show(client: &mut CatalogClient, name: String, files: bool, out: Output
     } else {
         pb::DatasetView::Basic
     };
-    let d = client
+    let mut d = client
         .get_dataset(pb::GetDatasetRequest {
-            name,
+            name: name.clone(),
             view: view as i32,
         })
         .await?
         .into_inner()
         .dataset
         .unwrap_or_default();
+    if !files {
+        // The BASIC view leaves the history out (the FULL view has it, with
+        // every file): its first page, the same 100 newest events, so
+        // `show` says the same with or without --files.
+        d.lineage_history = client
+            .list_lineage_events(pb::ListLineageEventsRequest {
+                name,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .events;
+    }
     if out == Output::Json {
         println!("{}", dataset_json(&d));
         return Ok(());

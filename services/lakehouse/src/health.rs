@@ -12,13 +12,13 @@ pub async fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error
     let endpoint = lakehouse_client::endpoint(&args.addr)?
         .connect_timeout(args.timeout)
         .timeout(args.timeout);
-    let channel = endpoint.connect().await.map_err(|e| {
-        format!(
-            "cannot connect to {}: {}; is the server running (and is its TLS what the flags say)?",
-            args.addr,
-            lakehouse_client::error_chain(&e)
-        )
-    })?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| lakehouse_client::Error::Connect {
+            address: args.addr.clone(),
+            source,
+        })?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: args.service.clone(),
@@ -26,11 +26,14 @@ pub async fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error
         .await
         .map_err(|status| {
             // The message, then the transport's causes (a TLS refusal
-            // is only in those).
+            // is only in those); the code stays, for the exit code.
             let cause = std::error::Error::source(&status)
                 .map(|e| format!(": {}", lakehouse_client::error_chain(e)))
                 .unwrap_or_default();
-            format!("health check failed: {}{cause}", status.message())
+            tonic::Status::new(
+                status.code(),
+                format!("health check failed: {}{cause}", status.message()),
+            )
         })?;
     let status = response.into_inner().status();
     let what = if args.service.is_empty() {
@@ -38,7 +41,10 @@ pub async fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error
     } else {
         args.service.as_str()
     };
-    println!("{what}: {}", status.as_str_name());
+    let value = serde_json::json!({ "service": args.service, "status": status.as_str_name() });
+    crate::cmd::print(args.output, &value, || {
+        format!("{what}: {}", status.as_str_name())
+    });
     Ok(if status == ServingStatus::Serving {
         ExitCode::SUCCESS
     } else {

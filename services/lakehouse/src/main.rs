@@ -3,14 +3,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 mod audit_cmd;
 mod cli;
 mod client_args;
 mod cmd;
+mod data_locks;
 mod datasets_cmd;
 mod health;
+mod index_check;
 mod ingest_cmd;
 mod serve;
 mod storage_cmd;
@@ -26,7 +26,7 @@ use {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     let result = match cli::apply_client_tls(&cli.command) {
         Ok(()) => run(cli.command).await,
         Err(error) => Err(error),

@@ -18,6 +18,10 @@ use crate::cli::{Role, ServeArgs};
 pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let role = args.role;
     let _telemetry = telemetry::init(&args.telemetry, &format!("lakehouse-{}", role.name()))?;
+    // Before anything touches the files: a second server on the same
+    // folder refuses here, naming the folder and the holder's pid. Held
+    // until this function returns, after the services have shut down.
+    let _locks = crate::data_locks::acquire(&args)?;
     let shutdown = shutdown::on_signal();
 
     let secrets = lakehouse_shared::secrets::from_config(&args.secrets)?;
@@ -58,17 +62,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     tracing::info!(role = role.name(), %local, "starting");
 
     let max_message = args.server.max_message_bytes;
-    // Peers: this very process in `all` mode, otherwise the configured (or
-    // default local) addresses. Clients connect lazily, so start order and
-    // self-calls do not matter.
-    let peer = |configured: &Option<String>, port: u16| match (configured, role) {
-        (Some(addr), _) => addr.clone(),
-        (None, Role::All) => self_addr.clone(),
-        // Bare: https once peer TLS is configured (`lakehouse_client::endpoint`).
-        (None, _) => format!("127.0.0.1:{port}"),
-    };
-    let storage_addr = peer(&args.peers.storage_addr, Role::Storage.default_port());
-    let catalog_addr = peer(&args.peers.catalog_addr, Role::Catalog.default_port());
+    let (storage_addr, catalog_addr) = peer_addresses(&args, &self_addr);
 
     let mut server = GrpcServer::new(args.server.clone()).with_tls(server_tls);
     let mut storage = None;
@@ -203,6 +197,65 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>
     Ok(ExitCode::SUCCESS)
 }
 
+/// The storage and catalog addresses this process's services call. In
+/// `all` mode that is this very process unless a flag says otherwise: the
+/// `LAKEHOUSE_STORAGE_ADDR` / `LAKEHOUSE_CATALOG_ADDR` variables are also
+/// the CLI's, and a user who exported them for the CLI must not find this
+/// server quietly writing into another one; one WARN names the variables it
+/// ignored. Other roles use the flag or variable, or the default local
+/// port. Clients connect lazily, so start order and self-calls do not
+/// matter.
+fn peer_addresses(args: &ServeArgs, self_addr: &str) -> (String, String) {
+    let role = args.role;
+    let mut ignored = Vec::new();
+    let mut peer = |configured: &Option<String>, from_env: bool, variable, port: u16| {
+        match (configured, role) {
+            (Some(addr), Role::All) if from_env => {
+                if !same_address(addr, self_addr) {
+                    ignored.push(format!("{variable}={addr}"));
+                }
+                self_addr.to_owned()
+            }
+            (Some(addr), _) => addr.clone(),
+            (None, Role::All) => self_addr.to_owned(),
+            // Bare: https once peer TLS is configured (`lakehouse_client::endpoint`).
+            (None, _) => format!("127.0.0.1:{port}"),
+        }
+    };
+    let storage = peer(
+        &args.peers.storage_addr,
+        args.peers_from_env.storage,
+        "LAKEHOUSE_STORAGE_ADDR",
+        Role::Storage.default_port(),
+    );
+    let catalog = peer(
+        &args.peers.catalog_addr,
+        args.peers_from_env.catalog,
+        "LAKEHOUSE_CATALOG_ADDR",
+        Role::Catalog.default_port(),
+    );
+    if !ignored.is_empty() {
+        tracing::warn!(
+            ignored = %ignored.join(" "),
+            this_process = self_addr,
+            "serve all: its services call this process, not the address in the environment \
+             (those variables tell the CLI and the split roles where services are); pass \
+             --storage-addr / --catalog-addr to point serve all at another server"
+        );
+    }
+    (storage, catalog)
+}
+
+/// Whether two addresses name the same server, ignoring the scheme and a
+/// trailing slash (`127.0.0.1:50051` is `http://127.0.0.1:50051/`).
+fn same_address(a: &str, b: &str) -> bool {
+    let bare = |addr: &str| {
+        let addr = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+        addr.trim_end_matches('/').to_ascii_lowercase()
+    };
+    bare(a) == bare(b)
+}
+
 /// How this process reaches itself: an unspecified listen address
 /// (0.0.0.0 or ::) is reached over loopback.
 fn loopback_uri(local: SocketAddr, tls: bool) -> String {
@@ -213,4 +266,16 @@ fn loopback_uri(local: SocketAddr, tls: bool) -> String {
     };
     let scheme = if tls { "https" } else { "http" };
     format!("{scheme}://{}", SocketAddr::new(ip, local.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_server_with_or_without_a_scheme() {
+        assert!(same_address("127.0.0.1:50051", "http://127.0.0.1:50051"));
+        assert!(same_address("https://Host:1/", "host:1"));
+        assert!(!same_address("127.0.0.1:50051", "http://127.0.0.1:50052"));
+    }
 }

@@ -16,7 +16,7 @@ use object_store::{ObjectStore as _, ObjectStoreExt as _, WriteMultipart};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::cmd::{CliError, Output, Result, StorageTarget, Table, time_text};
+use crate::cmd::{CliError, Output, Result, StorageTarget, Table, print, time_text};
 
 /// `lakehouse buckets`: list the buckets, or probe them.
 #[derive(Debug, clap::Args)]
@@ -178,9 +178,9 @@ pub async fn objects(args: ObjectsArgs) -> Result<ExitCode> {
     let store = GrpcObjectStore::new(client, args.bucket.clone());
     match args.command {
         ObjectsCommand::Ls { prefix } => list_objects(&store, &prefix, args.target.output).await,
-        ObjectsCommand::Put { file, key } => put(&store, &file, &key).await,
+        ObjectsCommand::Put { file, key } => put(&store, &file, &key, args.target.output).await,
         ObjectsCommand::Get { key, file } => get(&store, &key, &file).await,
-        ObjectsCommand::Rm { key } => rm(&store, &key).await,
+        ObjectsCommand::Rm { key } => rm(&store, &key, args.target.output).await,
     }
 }
 
@@ -199,9 +199,9 @@ pub async fn run(args: StorageArgs) -> Result<ExitCode> {
         StorageCommand::Buckets => list_buckets(&mut client, out).await,
         StorageCommand::Health => bucket_health(&mut client, out).await,
         StorageCommand::Ls { prefix } => list_objects(&store, &prefix, out).await,
-        StorageCommand::Put { file, key } => put(&store, &file, &key).await,
+        StorageCommand::Put { file, key } => put(&store, &file, &key, out).await,
         StorageCommand::Get { key, file } => get(&store, &key, &file).await,
-        StorageCommand::Rm { key } => rm(&store, &key).await,
+        StorageCommand::Rm { key } => rm(&store, &key, out).await,
         StorageCommand::Errors { service } => {
             let filter = ErrorFilter {
                 service,
@@ -303,7 +303,12 @@ async fn list_objects(store: &GrpcObjectStore, prefix: &str, out: Output) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-async fn put(store: &GrpcObjectStore, file: &std::path::Path, key: &str) -> Result<ExitCode> {
+async fn put(
+    store: &GrpcObjectStore,
+    file: &std::path::Path,
+    key: &str,
+    out: Output,
+) -> Result<ExitCode> {
     let read_error = |source| CliError::ReadFile {
         path: file.to_owned(),
         source,
@@ -323,7 +328,8 @@ async fn put(store: &GrpcObjectStore, file: &std::path::Path, key: &str) -> Resu
         writer.write(&buffer[..n]);
     }
     writer.finish().await?;
-    eprintln!("uploaded {total} bytes to {key}");
+    let value = json!({ "key": key, "size": total });
+    print(out, &value, || format!("uploaded {total} bytes to {key}"));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -345,8 +351,18 @@ async fn get(store: &GrpcObjectStore, key: &str, file: &str) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-async fn rm(store: &GrpcObjectStore, key: &str) -> Result<ExitCode> {
-    store.delete(&Path::from(key)).await?;
+/// Deletes an object, saying whether it was there: DeleteObject succeeds
+/// on a missing key (deletes are idempotent), which would let a typo pass
+/// as a deletion, so a HeadObject first makes a missing key not found
+/// (exit 3), as `get` and `datasets rm` are.
+async fn rm(store: &GrpcObjectStore, key: &str, out: Output) -> Result<ExitCode> {
+    let location = Path::from(key);
+    let meta = store.head(&location).await?;
+    store.delete(&location).await?;
+    let value = json!({ "key": key, "size": meta.size, "removed": true });
+    print(out, &value, || {
+        format!("removed {key} ({} bytes)", meta.size)
+    });
     Ok(ExitCode::SUCCESS)
 }
 

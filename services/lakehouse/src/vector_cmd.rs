@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::cmd::{
     CliError, Output, Progress, Result, Table, VectorTarget, build_step, check, print,
 };
+use crate::index_check::require_index;
 
 /// `lakehouse index …`.
 #[derive(Debug, clap::Args)]
@@ -763,7 +764,7 @@ pub async fn trial(args: TrialArgs) -> Result<ExitCode> {
             }
         }
         TrialCommand::Ls { index } => {
-            let mut page_token = String::new();
+            let (mut page_token, mut listed) = (String::new(), 0);
             loop {
                 let page = client
                     .list_trials(pb::ListTrialsRequest {
@@ -774,6 +775,7 @@ pub async fn trial(args: TrialArgs) -> Result<ExitCode> {
                     })
                     .await?
                     .into_inner();
+                listed += page.trials.len();
                 for t in &page.trials {
                     print(out, &trial_json(t), || trial_line(t));
                 }
@@ -782,18 +784,23 @@ pub async fn trial(args: TrialArgs) -> Result<ExitCode> {
                 }
                 page_token = page.next_page_token;
             }
+            if listed == 0 {
+                require_index(&mut client, &index).await?;
+            }
         }
         TrialCommand::Best { index, min_recall } => {
-            let trial = client
-                .best_trial(pb::BestTrialRequest {
-                    index,
-                    min_recall,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner()
-                .trial
-                .unwrap_or_default();
+            let request = pb::BestTrialRequest {
+                index: index.clone(),
+                min_recall,
+                ..Default::default()
+            };
+            let trial = match client.best_trial(request).await {
+                Err(none) if none.code() == tonic::Code::NotFound => {
+                    require_index(&mut client, &index).await?;
+                    return Err(none.into());
+                }
+                answer => answer?.into_inner().trial.unwrap_or_default(),
+            };
             print(out, &trial_json(&trial), || trial_line(&trial));
         }
     }

@@ -131,11 +131,15 @@ pub struct DataDirConfig {
 /// Addresses of the other services, for roles that call them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PeersConfig {
-    /// Storage service address. In `serve all` it defaults to this process.
+    /// Storage service address. In `serve all` it defaults to this process,
+    /// and only the flag changes that: the variable, which also tells the
+    /// CLI where the service is, is ignored there (with a warning).
     #[arg(long, env = "LAKEHOUSE_STORAGE_ADDR")]
     pub storage_addr: Option<String>,
 
-    /// Catalog service address. In `serve all` it defaults to this process.
+    /// Catalog service address. In `serve all` it defaults to this process,
+    /// and only the flag changes that: the variable, which also tells the
+    /// CLI where the service is, is ignored there (with a warning).
     #[arg(long, env = "LAKEHOUSE_CATALOG_ADDR")]
     pub catalog_addr: Option<String>,
 }

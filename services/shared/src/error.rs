@@ -129,6 +129,35 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Another process holds the lock of a folder this server would own
+    /// (see [`crate::folder_lock`]).
+    #[error(
+        "folder {folder} is in use by another lakehouse server ({holder}), which holds {lock_file} for {what}; \
+         stop that server, or give this one another folder (--data-dir)",
+        folder = folder.display(),
+        lock_file = lock_file.display(),
+        holder = pid.map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"))
+    )]
+    FolderInUse {
+        /// The folder.
+        folder: PathBuf,
+        /// What this server keeps there, such as "the local bucket".
+        what: String,
+        /// The holder's pid, when it has written it.
+        pid: Option<u32>,
+        /// The lock file.
+        lock_file: PathBuf,
+    },
+
+    /// A folder's lock file could not be created, read or written.
+    #[error("cannot lock {lock_file}: {source}", lock_file = lock_file.display())]
+    LockFolder {
+        /// The lock file.
+        lock_file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+
     /// The listener's own address could not be read.
     #[error("cannot read the listener's address: {0}")]
     LocalAddr(std::io::Error),

@@ -8,6 +8,7 @@ pub mod append_log;
 pub mod auth;
 pub mod config;
 mod error;
+pub mod folder_lock;
 pub mod ingest_id;
 pub mod names;
 pub mod paging;

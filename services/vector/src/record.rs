@@ -222,6 +222,23 @@ impl IndexRecord {
             .find(|g| g.generation == generation)
     }
 
+    /// Whether no build of this index ever succeeded: none is active or was,
+    /// and every generation (at least one) failed or was cancelled. Such an
+    /// index has nothing to search or keep (see `IndexRegistry::create`).
+    /// The first READY generation always becomes active, so `active == 0`
+    /// means none ever was READY.
+    pub fn never_built(&self) -> bool {
+        self.active == 0
+            && self.previous.is_empty()
+            && !self.generations.is_empty()
+            && self.generations.iter().all(|g| {
+                matches!(
+                    g.state,
+                    GenerationState::Failed | GenerationState::Cancelled
+                )
+            })
+    }
+
     /// Reserves the next generation number for a build with `params`.
     pub fn reserve(&mut self, params: HnswParams, request_id: Option<String>) -> u64 {
         let generation = self.next_generation;
@@ -464,6 +481,22 @@ mod tests {
         assert!(retired.contains(&1), "{retired:?}");
         assert_eq!(r.previous, vec![2]);
         assert_eq!(r.swap_target(Swap::Back).expect("rollback target"), 2);
+    }
+
+    #[test]
+    fn an_index_is_never_built_until_a_build_succeeds() {
+        let mut r = record(1);
+        assert!(!r.never_built(), "no build yet: one may be on its way");
+        let g = r.reserve(HnswParams::default(), None);
+        assert!(!r.never_built(), "building");
+        r.mark_ended(g, GenerationState::Failed, "COLUMN_TYPE".into());
+        assert!(r.never_built());
+        failed(&mut r, GenerationState::Cancelled);
+        assert!(r.never_built());
+        ready_promoted(&mut r);
+        assert!(!r.never_built());
+        failed(&mut r, GenerationState::Failed);
+        assert!(!r.never_built(), "it was built once");
     }
 
     #[test]

@@ -246,9 +246,16 @@ impl IndexRegistry {
 
     /// Registers a new index and stores its record, first removing any
     /// files an earlier index of that name left behind, so its generations
-    /// never mix with them.
+    /// never mix with them. An index of that name that was never built
+    /// ([`IndexRecord::never_built`]: its builds all failed or were
+    /// cancelled) is replaced: a first build that fails (a column of the
+    /// wrong type) leaves nothing to search or keep, and the fix is a create
+    /// with another definition, which RebuildIndex cannot change.
     pub async fn create(&self, record: IndexRecord) -> Result<Arc<IndexEntry>> {
         let name = record.name.clone();
+        if let Ok(old) = self.get(&name) {
+            self.remove_never_built(&old).await?;
+        }
         let entry = IndexEntry::new(record.clone());
         {
             let mut indexes = self.indexes.write();
@@ -275,6 +282,24 @@ impl IndexRegistry {
             return Err(error);
         }
         Ok(entry)
+    }
+
+    /// Deletes `entry` (record, then files) if it is still registered and
+    /// was never built; otherwise leaves it for `create` to refuse. Under
+    /// the writer lock, so no rebuild reserves a generation meanwhile.
+    async fn remove_never_built(&self, entry: &Arc<IndexEntry>) -> Result<()> {
+        let _writer = entry.writer.lock().await;
+        let name = entry.name();
+        if entry.damage().is_some()
+            || !entry.with_record(IndexRecord::never_built)
+            || !self.is_registered(name, entry)
+        {
+            return Ok(());
+        }
+        tracing::info!(index = name, "replacing an index whose builds all failed");
+        self.store.delete_index(name).await?;
+        self.indexes.write().remove(name);
+        Ok(())
     }
 
     /// Applies `change` to a copy of the record, stores it, and only then

@@ -460,3 +460,48 @@ async fn an_index_unread_at_start_is_never_overwritten_and_repair_loads_it() {
     let entry = reg.usable(INDEX).expect("usable");
     assert_eq!(entry.active().expect("loaded").generation, 1);
 }
+
+/// A first build that failed leaves nothing to keep: a create of the same
+/// name replaces it (its record and files), where one with a READY
+/// generation, or with a build running, is refused.
+#[tokio::test]
+async fn a_create_replaces_an_index_whose_only_build_failed() {
+    let inner = Arc::new(InMemory::new());
+    let reg = registry(inner.clone());
+    let entry = reg.create(new_record()).await.expect("create");
+    assert!(
+        matches!(
+            reg.create(new_record()).await,
+            Err(Error::IndexExists { .. })
+        ),
+        "a build is running"
+    );
+    let failed = Outcome::Ended {
+        state: GenerationState::Failed,
+        error: "column v is Utf8".into(),
+        build_ms: 1,
+    };
+    reg.finish(&entry, 1, failed).await.expect("failed");
+
+    let mut corrected = new_record();
+    corrected.vector_column = "embedding".into();
+    let replaced = reg.create(corrected).await.expect("replaced");
+    assert!(!reg.is_registered(INDEX, &entry));
+    assert!(reg.is_registered(INDEX, &replaced));
+    let stored = reg
+        .store()
+        .read_record(INDEX)
+        .await
+        .expect("read")
+        .expect("a record");
+    assert_eq!(stored.vector_column, "embedding");
+    assert_eq!(stored.generations.len(), 1);
+    assert_eq!(stored.generations[0].state, GenerationState::Building);
+
+    // Once built, the name is taken for good.
+    build_ready(&reg, 1, true).await.expect("ready");
+    assert!(matches!(
+        reg.create(new_record()).await,
+        Err(Error::IndexExists { .. })
+    ));
+}
