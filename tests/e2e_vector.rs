@@ -27,6 +27,7 @@ rows = [[c + random.gauss(0, 0.3) for c in centers[i % 8]] for i in range({n})]
 table = pa.table({{
     "id": pa.array(range({n}), pa.int64()),
     "text": ["doc %d" % i for i in range({n})],
+    "city": ["London" if i % 2 == 0 else "Paris" for i in range({n})],
     "embedding": pa.array(rows, pa.list_(pa.float32())),
 }})
 pq.write_table(table, "{path}")
@@ -330,4 +331,69 @@ async fn serve_all_ingests_indexes_searches_and_reloads_after_restart() {
     assert!(stderr.contains("INDEX_NOT_FOUND"), "{stderr}");
     let (code, _, stderr) = cli(&["eval", "create", "emb-eval", "--index", "emb-idx"]);
     assert_eq!(code, Some(4), "{stderr}");
+
+    // Filtered search from the shell: an index keeping `city`, a readable
+    // --where, each hit passing it and showing its payload.
+    let (code, _, stderr) = cli(&[
+        "index",
+        "create",
+        "emb-city",
+        "--dataset",
+        "emb",
+        "--text-column",
+        "text",
+        "--payload-column",
+        "city",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, stderr) = cli(&[
+        "search",
+        "--index",
+        "emb-city",
+        "--k",
+        "5",
+        "--vector",
+        &query_json,
+        "--where",
+        "city = \"Paris\" and not city is null",
+        "--payload",
+        "city",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let hits: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON hit a line"))
+        .collect();
+    assert_eq!(hits.len(), 5, "{stdout}");
+    for hit in &hits {
+        assert_eq!(hit["payload"]["city"], "Paris", "{hit}");
+        let id: u64 = hit["id"].as_str().expect("id").parse().expect("numeric id");
+        assert_eq!(id % 2, 1, "Paris rows have odd ids: {hit}");
+    }
+    // A filter the CLI cannot read: exit 2, pointing at the token.
+    let (code, _, stderr) = cli(&[
+        "search",
+        "--index",
+        "emb-city",
+        "--vector",
+        &query_json,
+        "--where",
+        "city = and",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("column 8"), "{stderr}");
+    // A column the index does not keep: the server names it.
+    let (code, _, stderr) = cli(&[
+        "search",
+        "--index",
+        "emb-city",
+        "--vector",
+        &query_json,
+        "--where",
+        "text = \"doc 1\"",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("UNKNOWN_PAYLOAD_COLUMN"), "{stderr}");
 }

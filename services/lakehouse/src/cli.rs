@@ -77,7 +77,7 @@ pub enum Command {
     /// rollback, rm.
     Index(crate::vector_cmd::IndexArgs),
     /// Find the nearest neighbours of a vector (JSON array, or stdin).
-    Search(crate::vector_cmd::SearchArgs),
+    Search(crate::search_cmd::SearchArgs),
     /// Eval sets (queries with exact ground truth): create, ls.
     Eval(crate::vector_cmd::EvalArgs),
     /// Trials: run (build + measure), ls, best.

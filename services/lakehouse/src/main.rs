@@ -12,6 +12,7 @@ mod datasets_cmd;
 mod health;
 mod index_check;
 mod ingest_cmd;
+mod search_cmd;
 mod serve;
 mod storage_cmd;
 mod vector_cmd;
@@ -49,7 +50,7 @@ async fn run(command: cli::Command) -> Result<ExitCode, Box<dyn std::error::Erro
         cli::Command::Storage(args) => storage_cmd::run(args).await,
         cli::Command::Audit(args) => audit_cmd::run(args).await,
         cli::Command::Index(args) => vector_cmd::index(args).await,
-        cli::Command::Search(args) => vector_cmd::search(args).await,
+        cli::Command::Search(args) => search_cmd::search(args).await,
         cli::Command::Eval(args) => vector_cmd::eval(args).await,
         cli::Command::Trial(args) => vector_cmd::trial(args).await,
         cli::Command::Tune(args) => vector_cmd::tune(args).await,

@@ -5,7 +5,6 @@
 //!
 //! Exit codes are those of [`crate::cmd`].
 
-use std::io::Read as _;
 use std::process::ExitCode;
 
 use lakehouse_client::VectorClient;
@@ -53,6 +52,11 @@ pub enum IndexCommand {
         /// Build candidate list (0: default 80).
         #[arg(long, default_value_t = 0)]
         ef_construction: u32,
+        /// Columns kept with the index, returned with hits (`search
+        /// --payload`) and filtered on (`search --where`); repeat or
+        /// comma-separate.
+        #[arg(long = "payload-column", value_delimiter = ',')]
+        payload_columns: Vec<String>,
     },
     /// Build a new generation of an index (new parameters, or the dataset's
     /// current data); searches keep using the active one meanwhile.
@@ -110,43 +114,6 @@ pub enum IndexCommand {
         /// Index name.
         name: String,
     },
-}
-
-/// `lakehouse search`.
-#[derive(Debug, clap::Args)]
-pub struct SearchArgs {
-    #[command(flatten)]
-    pub target: VectorTarget,
-    /// Index name.
-    #[arg(long)]
-    pub index: String,
-    /// The query vector as a JSON array; `-` (default) reads it from stdin.
-    #[arg(long, default_value = "-")]
-    pub vector: String,
-    /// Neighbours.
-    #[arg(long, default_value_t = 10)]
-    pub k: u32,
-    /// Candidate list override.
-    #[arg(long)]
-    pub ef_search: Option<u32>,
-    /// Brute force instead of HNSW.
-    #[arg(long)]
-    pub exact: bool,
-    /// Only rows passing this filter on payload columns, e.g.
-    /// `city = "London" and rate < 60` (=, !=, <, <=, >, >=, in (…),
-    /// is [not] null, and, or, not, parentheses).
-    #[arg(long = "where", value_name = "FILTER")]
-    pub where_clause: Option<String>,
-    /// Search by id: the row's own vector is the query (the row itself is
-    /// not a hit); replaces --vector.
-    #[arg(long, conflicts_with = "vector")]
-    pub id: Option<String>,
-    /// Leave out hits farther than this distance.
-    #[arg(long)]
-    pub max_distance: Option<f32>,
-    /// Payload columns to show with each hit (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub payload: Vec<String>,
 }
 
 /// `lakehouse eval …`.
@@ -256,7 +223,7 @@ pub struct TuneArgs {
     pub promote: bool,
 }
 
-async fn client(target: &VectorTarget) -> Result<VectorClient> {
+pub(crate) async fn client(target: &VectorTarget) -> Result<VectorClient> {
     Ok(lakehouse_client::vector(target.channel().await?))
 }
 
@@ -348,6 +315,7 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
             metric,
             m,
             ef_construction,
+            payload_columns,
         } => {
             let metric = match metric.as_str() {
                 "cosine" => pb::Metric::Cosine,
@@ -369,6 +337,7 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
                     vector_column,
                     metric: metric as i32,
                     config: Some(pb::HnswConfig { m, ef_construction }),
+                    payload_columns,
                     ..Default::default()
                 })
                 .await?
@@ -581,89 +550,6 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub async fn search(args: SearchArgs) -> Result<ExitCode> {
-    let filter = args
-        .where_clause
-        .as_deref()
-        .map(crate::where_clause::parse)
-        .transpose()?;
-    let vector: Vec<f32> = if args.id.is_some() {
-        Vec::new()
-    } else {
-        let text = if args.vector == "-" {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
-            text
-        } else {
-            args.vector.clone()
-        };
-        serde_json::from_str(text.trim()).map_err(|source| CliError::BadVector { source })?
-    };
-    let mut client = client(&args.target).await?;
-    let response = client
-        .search(pb::SearchRequest {
-            index: args.index,
-            vector,
-            k: args.k,
-            ef_search: args.ef_search,
-            exact: args.exact,
-            filter,
-            id: args.id.unwrap_or_default(),
-            max_distance: args.max_distance,
-            payload_columns: args.payload.clone(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    // The payload column only when payload was asked for: the plain table
-    // and JSON stay as the README shows them.
-    let with_payload = !args.payload.is_empty();
-    let header: &[&str] = if with_payload {
-        &["ID", "DISTANCE", "TEXT", "PAYLOAD"]
-    } else {
-        &["ID", "DISTANCE", "TEXT"]
-    };
-    let mut table = Table::new(args.target.output, header);
-    for hit in &response.hits {
-        let payload: serde_json::Map<String, serde_json::Value> = args
-            .payload
-            .iter()
-            .filter_map(|name| {
-                let value = hit.payload.get(name)?;
-                Some((name.clone(), proto_value_json(value)))
-            })
-            .collect();
-        let mut value = json!({"id": hit.id, "distance": hit.distance, "text": hit.text});
-        if with_payload {
-            value["payload"] = serde_json::Value::Object(payload.clone());
-        }
-        table.row(&value, || {
-            let mut cells = vec![
-                hit.id.clone(),
-                format!("{:.6}", hit.distance),
-                hit.text.clone(),
-            ];
-            if with_payload {
-                cells.push(serde_json::Value::Object(payload.clone()).to_string());
-            }
-            cells
-        });
-    }
-    table.finish();
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A payload value as JSON.
-fn proto_value_json(value: &prost_types::Value) -> serde_json::Value {
-    use prost_types::value::Kind;
-    match &value.kind {
-        Some(Kind::BoolValue(b)) => json!(b),
-        Some(Kind::NumberValue(n)) => json!(n),
-        Some(Kind::StringValue(s)) => json!(s),
-        _ => serde_json::Value::Null,
-    }
 }
 
 pub async fn eval(args: EvalArgs) -> Result<ExitCode> {
