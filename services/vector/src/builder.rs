@@ -39,10 +39,17 @@ impl VectorService {
                             generation,
                         }))
                     }
-                    Some(g) => Err(Arc::new(Error::BuildFailed {
-                        index: name.clone(),
-                        generation,
-                        reason: g.error.clone().unwrap_or_default(),
+                    Some(g) => Err(Arc::new(match &g.failure {
+                        // Answered as the build itself was.
+                        Some(failure) => Error::Replayed {
+                            message: g.error.clone().unwrap_or_default(),
+                            failure: failure.clone(),
+                        },
+                        None => Error::BuildFailed {
+                            index: name.clone(),
+                            generation,
+                            reason: g.error.clone().unwrap_or_default(),
+                        },
                     })),
                     None => Err(Arc::new(Error::GenerationNotFound {
                         index: name.clone(),
@@ -132,6 +139,7 @@ impl VectorService {
                         GenerationState::Failed
                     },
                     error: error.to_string(),
+                    failure: Some(recorded_failure(&error)),
                     build_ms,
                 },
                 Err(error),
@@ -359,5 +367,16 @@ async fn with_progress<T>(
                 tick();
             }
         }
+    }
+}
+
+/// How `error` is answered, kept with the failed generation for replays.
+fn recorded_failure(error: &Error) -> crate::record::RecordedFailure {
+    use lakehouse_shared::status::StatusError as _;
+    let info = error.error_info();
+    crate::record::RecordedFailure {
+        code: error.code() as i32,
+        reason: info.reason,
+        metadata: info.metadata,
     }
 }

@@ -76,6 +76,23 @@ pub struct GenerationRecord {
     pub error: Option<String>,
     /// The request that started it (replays survive restarts).
     pub request_id: Option<String>,
+    /// How its failure was answered (gRPC code, ErrorInfo reason and
+    /// metadata), so a replay of the request answers the same. Absent in
+    /// records written before it was kept, and for generations that did
+    /// not fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RecordedFailure>,
+}
+
+/// A failure as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedFailure {
+    /// The gRPC code, as a number.
+    pub code: i32,
+    /// The ErrorInfo reason, such as `COLUMN_TYPE`.
+    pub reason: String,
+    /// The ErrorInfo metadata.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// What a finished build measured, recorded with its READY state.
@@ -255,6 +272,7 @@ impl IndexRecord {
             memory_bytes: 0,
             error: None,
             request_id,
+            failure: None,
         });
         generation
     }

@@ -295,6 +295,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A recorded failure, replayed for a retried request: the same code,
+    /// reason, metadata and message as the original answer.
+    #[error("{message}")]
+    Replayed {
+        /// The original message.
+        message: String,
+        /// The original code, reason and metadata.
+        failure: crate::record::RecordedFailure,
+    },
+
     /// The service is still loading its persisted indexes.
     #[error("the vector service is loading its indexes; retry in a moment")]
     Loading,

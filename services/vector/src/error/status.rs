@@ -10,12 +10,22 @@ use super::Error;
 
 impl StatusError for Error {
     fn code(&self) -> Code {
-        classify(self).0
+        match self {
+            Error::Replayed { failure, .. } => Code::from(failure.code),
+            other => classify(other).0,
+        }
     }
 
     fn error_info(&self) -> ErrorInfo {
-        let (_, reason, metadata) = classify(self);
-        (reason, metadata).into()
+        match self {
+            Error::Replayed { failure, .. } => {
+                (failure.reason.clone(), failure.metadata.clone()).into()
+            }
+            other => {
+                let (_, reason, metadata) = classify(other);
+                (reason, metadata).into()
+            }
+        }
     }
 }
 
@@ -185,6 +195,8 @@ fn classify(error: &Error) -> (Code, &'static str, Vec<(&'static str, String)>) 
                 ("generation", generation.to_string()),
             ],
         ),
+        // Answered from its record (StatusError above); not classified.
+        Error::Replayed { .. } => (Code::Unknown, "REPLAYED", vec![]),
         Error::Loading => (Code::Unavailable, "LOADING", vec![]),
         Error::ShuttingDown => (Code::Unavailable, "SHUTTING_DOWN", vec![]),
         Error::ResponseTooLarge { bytes, limit } => (

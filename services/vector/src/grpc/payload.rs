@@ -44,12 +44,39 @@ pub(super) fn payload_value(array: &dyn Array, row: usize) -> prost_types::Value
     prost_types::Value { kind: Some(kind) }
 }
 
-/// A value as Arrow prints it (int64 stays exact as text).
+/// A value as text: Arrow's display (int64 stays exact, decimals keep
+/// their scale, dates are ISO 8601), except zoned timestamps, which are
+/// RFC 3339 in UTC (`2024-05-01T12:00:00Z`): Arrow cannot print a named
+/// zone without the tz database, and the instant is what matters.
 pub(super) fn display(array: &dyn Array, row: usize) -> String {
+    if let DataType::Timestamp(unit, Some(_)) = array.data_type()
+        && let Some(text) = utc_timestamp(array, *unit, row)
+    {
+        return text;
+    }
     let options = arrow::util::display::FormatOptions::default();
-    arrow::util::display::ArrayFormatter::try_new(array, &options)
-        .map(|f| f.value(row).to_string())
-        .unwrap_or_default()
+    match arrow::util::display::ArrayFormatter::try_new(array, &options) {
+        Ok(format) => format.value(row).to_string(),
+        // Never an empty string that looks like a value.
+        Err(_) => format!("<{} value>", array.data_type()),
+    }
+}
+
+fn utc_timestamp(
+    array: &dyn Array,
+    unit: arrow::datatypes::TimeUnit,
+    row: usize,
+) -> Option<String> {
+    use arrow::datatypes::{Int64Type, TimeUnit};
+    let raw = arrow::compute::cast(&array.slice(row, 1), &DataType::Int64).ok()?;
+    let value = raw.as_primitive::<Int64Type>().value(0);
+    let at = match unit {
+        TimeUnit::Second => chrono::DateTime::from_timestamp(value, 0),
+        TimeUnit::Millisecond => chrono::DateTime::from_timestamp_millis(value),
+        TimeUnit::Microsecond => chrono::DateTime::from_timestamp_micros(value),
+        TimeUnit::Nanosecond => Some(chrono::DateTime::from_timestamp_nanos(value)),
+    }?;
+    Some(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
 pub(super) fn hits_pb(

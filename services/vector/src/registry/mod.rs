@@ -161,6 +161,8 @@ pub enum Outcome {
         state: GenerationState,
         /// Why.
         error: String,
+        /// How the failure was answered, for replays.
+        failure: Option<crate::record::RecordedFailure>,
         /// Time spent.
         build_ms: u64,
     },
@@ -413,8 +415,15 @@ impl IndexRegistry {
                         // Whole files the record cannot name: end the
                         // generation as failed, as a restart would not.
                         let reason = format!("its outcome could not be recorded: {error}");
-                        self.end(entry, generation, GenerationState::Failed, reason, build_ms)
-                            .await;
+                        self.end(
+                            entry,
+                            generation,
+                            GenerationState::Failed,
+                            reason,
+                            None,
+                            build_ms,
+                        )
+                        .await;
                         Err(error)
                     }
                 }
@@ -422,9 +431,11 @@ impl IndexRegistry {
             Outcome::Ended {
                 state,
                 error,
+                failure,
                 build_ms,
             } => {
-                self.end(entry, generation, state, error, build_ms).await;
+                self.end(entry, generation, state, error, failure, build_ms)
+                    .await;
                 Ok(())
             }
         }
@@ -440,6 +451,7 @@ impl IndexRegistry {
         generation: u64,
         state: GenerationState,
         error: String,
+        failure: Option<crate::record::RecordedFailure>,
         build_ms: u64,
     ) {
         let name = entry.name().to_owned();
@@ -447,6 +459,7 @@ impl IndexRegistry {
             record.mark_ended(generation, state, error.clone());
             if let Some(g) = record.generation_mut(generation) {
                 g.build_ms = build_ms;
+                g.failure = failure.clone();
             }
             Ok(record.retire())
         };

@@ -85,6 +85,7 @@ impl IndexRegistry {
                 memory_bytes: 0,
                 error: None,
                 request_id: None,
+                failure: None,
             });
             record.mark_ready(
                 manifest.generation,

@@ -146,6 +146,7 @@ async fn scenario(reg: &IndexRegistry) -> usize {
         let outcome = Outcome::Ended {
             state: GenerationState::Failed,
             error: "BAD_ROW".into(),
+            failure: None,
             build_ms: 1,
         };
         reg.finish(&reg.get(INDEX)?, g, outcome).await?;
@@ -479,6 +480,7 @@ async fn a_create_replaces_an_index_whose_only_build_failed() {
     let failed = Outcome::Ended {
         state: GenerationState::Failed,
         error: "column v is Utf8".into(),
+        failure: None,
         build_ms: 1,
     };
     reg.finish(&entry, 1, failed).await.expect("failed");

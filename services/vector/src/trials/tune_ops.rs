@@ -334,6 +334,7 @@ impl VectorService {
                 let outcome = Outcome::Ended {
                     state: GenerationState::Failed,
                     error: error.to_string(),
+                    failure: None,
                     build_ms,
                 };
                 // The write's error is the one to report; finish only logs.
