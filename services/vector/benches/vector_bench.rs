@@ -1427,7 +1427,7 @@ async fn through_server(s: &Settings, vectors: &[f32], queries: &[f32], truth: &
         "GetCacheStats",
     );
     if let Some(entry) = stats.entries.iter().find(|e| e.dataset == DATASET) {
-        out.load_ms = Some(entry.load_ms);
+        out.load_ms = Some(entry.load_duration_ms);
         out.cache_bytes = Some(entry.memory_bytes);
     }
     // The server's own account of the load (fetch + decode, then gather).
@@ -1640,7 +1640,7 @@ fn print_server(ours: &InProcess, r: &Server) {
         r.build_wall_s, r.build_duration_ms, phases
     );
     println!(
-        "embedding load (GetCacheStats load_ms): {} ms; cache holds {} MiB; generation memory \
+        "embedding load (GetCacheStats load_duration_ms): {} ms; cache holds {} MiB; generation memory \
          {:.1} MiB; server RSS {} MiB",
         r.load_ms.map_or("-".to_owned(), |v| v.to_string()),
         opt(r.cache_bytes.map(mib), 1),

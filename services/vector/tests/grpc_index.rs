@@ -177,7 +177,7 @@ async fn build_search_replay_restart_and_bad_input() {
     assert_eq!(
         (
             entry.dataset.as_str(),
-            entry.vectors,
+            entry.vector_count,
             entry.dimensions,
             entry.dataset_version,
             entry.normalized,

@@ -9,7 +9,7 @@ use std::path::Path;
 use lakehouse_client::VectorClient;
 use lakehouse_proto::vector::v1 as pb;
 
-/// The load time of each round, in milliseconds (GetCacheStats `load_ms`);
+/// The load time of each round, in milliseconds (GetCacheStats `load_duration_ms`);
 /// each round also prints the server's own split of it from its log.
 pub async fn rounds(
     vector: &mut VectorClient,
@@ -65,7 +65,7 @@ pub async fn rounds(
             .entries
             .iter()
             .find(|e| e.dataset == dataset)
-            .map_or_else(|| panic!("no cache entry for {dataset}"), |e| e.load_ms);
+            .map_or_else(|| panic!("no cache entry for {dataset}"), |e| e.load_duration_ms);
         vector
             .cancel_build(pb::CancelBuildRequest {
                 index: index.clone(),

@@ -452,10 +452,10 @@ impl Rpc for VectorGrpc {
             .map(|e| pb::CacheEntry {
                 dataset: e.spec.dataset.clone(),
                 vector_column: e.spec.vector_column.clone(),
-                vectors: e.len() as u64,
+                vector_count: e.len() as u64,
                 dimensions: e.dim as u32,
                 memory_bytes: e.memory_bytes(),
-                load_ms: e.load_ms,
+                load_duration_ms: e.load_ms,
                 load_time: Some(timestamp(e.load_time)),
                 dataset_version: e.spec.version,
                 normalized: e.spec.normalize,
