@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::generation::LoadedGeneration;
 use crate::hnsw::Near;
-use crate::registry::IndexEntry;
 use crate::service::VectorService;
 
 /// A search request, validated except against the index.
@@ -48,8 +47,8 @@ pub struct SearchResult {
 impl VectorService {
     /// Searches the active generation.
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResult> {
-        self.check_ready()?;
-        let entry = self.entry(&query.index)?;
+        self.context.check_ready()?;
+        let entry = self.registry.usable(&query.index)?;
         let (ef_default, payload, has_text) = entry.with_record(|record| {
             (
                 record.ef_search,
@@ -59,7 +58,7 @@ impl VectorService {
         });
         let active = entry.active();
         let Some(active) = active else {
-            return Err(self.not_ready(&query.index, &entry));
+            return Err(entry.not_ready());
         };
         for column in &query.payload_columns {
             if !payload.contains(column) {
@@ -74,7 +73,7 @@ impl VectorService {
         let metric = active.graph.metric();
         let mut queries = query.vectors;
         for vector in &mut queries {
-            crate::trials::prepare_vector(&query.index, dim, metric, vector)?;
+            crate::checks::prepare_vector(&query.index, dim, metric, vector)?;
         }
         let k = query.k;
         let ef = query.ef_search.unwrap_or(ef_default).max(k as u32);
@@ -104,28 +103,5 @@ impl VectorService {
             took: started.elapsed(),
             has_text,
         })
-    }
-
-    pub(crate) fn not_ready(&self, name: &str, entry: &IndexEntry) -> Error {
-        if let Some(reason) = entry.load_error() {
-            return Error::IndexUnavailable {
-                index: name.to_owned(),
-                reason,
-            };
-        }
-        let building = !entry.builds.lock().is_empty();
-        if building {
-            Error::IndexNotReady {
-                index: name.to_owned(),
-                state: "still building its first generation",
-                hint: "watch it with GetIndex and search when it is READY",
-            }
-        } else {
-            Error::IndexNotReady {
-                index: name.to_owned(),
-                state: "without a ready generation (its build failed)",
-                hint: "see the error in GetIndex, then RebuildIndex",
-            }
-        }
     }
 }
