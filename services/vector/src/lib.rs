@@ -49,8 +49,7 @@ pub use runtime::VectorRuntime;
 pub use service::VectorService;
 pub use store::{IndexStore, generation_prefix, record_key};
 
+// Dev-dependencies of the integration tests (tests/) and the benchmark,
+// which the unit tests do not use.
 #[cfg(test)]
-use {
-    lakehouse_catalog as _, lakehouse_storage as _, tempfile as _, tokio_util as _,
-    tonic_health as _,
-};
+use {lakehouse_testkit as _, tempfile as _, tokio_util as _, tonic_health as _};
