@@ -33,8 +33,10 @@ pub use redact::redact_secrets;
 pub use resync::{FieldChange, FileChange, FileChangeKind, FileProblem, ResyncReport};
 pub use storage::StorageAccess;
 
+// Dev-dependencies of the integration tests (tests/), which the unit
+// tests do not use.
 #[cfg(test)]
-use {arrow as _, lakehouse_storage as _, rand as _, tempfile as _, tokio_util as _};
+use {arrow as _, lakehouse_testkit as _, tempfile as _};
 
 /// The catalog service with its database connections.
 #[derive(Debug)]

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Stack, data_file};
+use common::{CatalogStack as _, Stack, data_file};
 use lakehouse_client::GrpcObjectStore;
 use lakehouse_proto::catalog::v1 as pb;
 use lakehouse_shared::status::error_reason;

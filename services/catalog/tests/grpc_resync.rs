@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Stack, batch, column, data_file, put_parquet};
+use common::{CatalogStack as _, Stack, batch, column, data_file, put_parquet};
 use lakehouse_proto::catalog::v1 as pb;
 use lakehouse_proto::storage::v1 as spb;
 use object_store::path::Path;
@@ -450,10 +450,8 @@ async fn lineage_secrets_are_redacted() {
         Some("postgres://u:***@h/db")
     );
     // And nothing of it in the database file either.
-    let raw = std::fs::read(stack.dir.path().join("data").join("catalog.sqlite"))
-        .expect("read sqlite file");
-    let wal =
-        std::fs::read(stack.dir.path().join("data").join("catalog.sqlite-wal")).unwrap_or_default();
+    let raw = std::fs::read(stack.catalog_db()).expect("read sqlite file");
+    let wal = std::fs::read(stack.catalog_db().with_extension("sqlite-wal")).unwrap_or_default();
     let needle = b"hunter2";
     for bytes in [&raw, &wal] {
         assert!(!bytes.windows(needle.len()).any(|w| w == needle));
@@ -590,7 +588,7 @@ async fn storage_down_is_unavailable() {
         .map(|a| a.port())
         .expect("port");
     let runtime = lakehouse_catalog::CatalogRuntime::start(
-        &common::catalog_config(),
+        &lakehouse_testkit::catalog_config(),
         dir.path(),
         &format!("http://127.0.0.1:{port}"),
     )

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Stack, batch, column, data_file, put_parquet};
+use common::{CatalogStack as _, Stack, batch, column, data_file, put_parquet};
 use lakehouse_proto::catalog::v1 as pb;
 use sqlx::Connection as _;
 use tonic::Code;

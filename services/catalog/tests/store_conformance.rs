@@ -3,14 +3,12 @@
 //! the bottom expands every case into one test per backend, so a failure
 //! names both).
 //!
-//! PostgreSQL comes from LAKEHOUSE_TEST_PG_URL (default
-//! postgres://postgres:postgres@127.0.0.1:5432/postgres); each test gets a
-//! fresh, randomly named schema, dropped afterwards. When the server is not
-//! reachable the tests skip loudly, or fail under LAKEHOUSE_TEST_REQUIRE_ALL=1.
+//! PostgreSQL comes from LAKEHOUSE_TEST_PG_URL (the test kit's gate: unset
+//! or unreachable, the tests skip loudly, or fail under
+//! LAKEHOUSE_TEST_REQUIRE_ALL=1); each test gets a fresh, randomly named
+//! schema, dropped afterwards.
 
 #![allow(unused_crate_dependencies)]
-
-mod common;
 
 use std::sync::Arc;
 
@@ -21,9 +19,8 @@ use lakehouse_catalog::model::{
     LineageEventKind, ListQuery, NewDataset, Schema, SourceKind, View,
 };
 use lakehouse_catalog::store::{CatalogStore, PostgresStore, SqliteStore, StoreOptions};
+use lakehouse_testkit::{pg_url, unique};
 use sqlx::Connection as _;
-
-const DEFAULT_PG_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 
 fn name(text: &str) -> DatasetName {
     DatasetName::parse(text).expect("valid name")
@@ -836,31 +833,11 @@ struct PgSchema {
 
 impl PgSchema {
     async fn create(test: &str) -> Option<Self> {
-        let url =
-            std::env::var("LAKEHOUSE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
-        let mut admin = match tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            sqlx::PgConnection::connect(&url),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(error)) => {
-                common::skip_or_fail(
-                    test,
-                    &format!("PostgreSQL is not reachable ({error}); set LAKEHOUSE_TEST_PG_URL"),
-                );
-                return None;
-            }
-            Err(_) => {
-                common::skip_or_fail(
-                    test,
-                    "PostgreSQL did not answer within 5s; set LAKEHOUSE_TEST_PG_URL",
-                );
-                return None;
-            }
-        };
-        let schema = format!("catalog_test_{:016x}", rand::random::<u64>());
+        let url = pg_url(test).await?;
+        let mut admin = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("connect to the test PostgreSQL");
+        let schema = unique("catalog_test");
         sqlx::query(&format!("CREATE SCHEMA {schema}"))
             .execute(&mut admin)
             .await

@@ -1,4 +1,4 @@
-//! Search restricted to the rows a predicate accepts (ADR 0016).
+//! Search restricted to the rows a predicate accepts (ADR 0017).
 //!
 //! Two plans, chosen by the caller from the number of accepted rows:
 //!

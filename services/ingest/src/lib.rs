@@ -37,10 +37,12 @@ pub use error::{Error, Result};
 pub use grpc::IngestGrpc;
 pub use pg_types::{PgType, UNCONSTRAINED_NUMERIC};
 
+// Dev-dependencies of the integration tests (tests/) and the benchmark
+// (examples/), which the unit tests do not use.
 #[cfg(test)]
 use {
-    lakehouse_catalog as _, lakehouse_storage as _, serde_json as _, tracing_subscriber as _,
-    uuid as _,
+    lakehouse_catalog as _, lakehouse_storage as _, lakehouse_testkit as _, serde_json as _,
+    tracing_subscriber as _, uuid as _,
 };
 
 /// How long shutdown waits for cancelled ingests to delete their parts.

@@ -543,14 +543,8 @@ async fn parts_go_to_the_datasets_bucket_and_unknown_buckets_are_refused() {
         stack.files_of(&dataset).is_empty(),
         "nothing in the default bucket"
     );
-    let in_other = lakehouse_shared::testing::files_under(
-        &stack
-            .dir
-            .path()
-            .join("other")
-            .join("datasets")
-            .join(&dataset),
-    );
+    let in_other =
+        lakehouse_testkit::files_under(&stack.bucket_dir("other").join("datasets").join(&dataset));
     assert_eq!(in_other.len(), 2, "{in_other:?}");
     let commits: Vec<String> = stack
         .catalog

@@ -78,7 +78,7 @@ async fn every_type_round_trips_to_parquet() {
     let files = stack.files_of(&dataset);
     assert_eq!(files.len(), 1, "{files:?}");
     let key = files[0]
-        .strip_prefix(stack.bucket_dir())
+        .strip_prefix(stack.bucket_dir("main"))
         .expect("in bucket")
         .to_string_lossy()
         .into_owned();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use lakehouse_client::GrpcObjectStore;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -14,10 +13,11 @@ use crate::embeddings::{self, DataFile, LoadSpec};
 use crate::error::{Error, Result};
 use crate::generation::LoadedGeneration;
 use crate::hnsw::{self, BuildControl, HnswParams};
+use crate::limits::LEVEL_SEED;
 use crate::progress::{BuildEvent, BuildTicket, Phase, Progress, RunningBuild};
 use crate::record::{GenerationRecord, GenerationState};
 use crate::registry::{IndexEntry, Outcome};
-use crate::service::{LEVEL_SEED, VectorService};
+use crate::service::VectorService;
 
 /// How often a build reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -187,7 +187,7 @@ impl VectorService {
             permit = self.build_slots.clone().acquire_owned() => permit.map_err(|_| Error::Task("build slot"))?,
             () = wait_cancel(&build.control) => return Err(cancelled()),
         };
-        let dataset = self.dataset(&record.dataset, true).await?;
+        let dataset = self.context.dataset(&record.dataset, true).await?;
         let spec = LoadSpec {
             dataset: record.dataset.clone(),
             version: dataset.version,
@@ -199,11 +199,8 @@ impl VectorService {
         let estimate: u64 = files.iter().map(|f| f.size).sum();
         let rows_loaded = Arc::new(AtomicU64::new(0));
         report(Phase::Loading, 0, dataset.row_count);
-        let store: Arc<dyn object_store::ObjectStore> = Arc::new(GrpcObjectStore::new(
-            self.storage.clone(),
-            dataset.bucket.clone(),
-        ));
-        let load = self.cache.get_or_load(&spec, estimate, || {
+        let store = self.context.bucket(&dataset.bucket);
+        let load = self.cache().get_or_load(&spec, estimate, || {
             embeddings::load(store, &files, &spec, rows_loaded.clone())
         });
         let embeddings = with_progress(load, &build.control, || {
@@ -265,24 +262,11 @@ impl VectorService {
         }))
     }
 
-    /// On shutdown, while storage still answers: refuses new builds and
-    /// trials, cancels the running ones and waits (at most `grace`) until
-    /// each has recorded its end, so a build interrupted by a stop reads
-    /// CANCELLED, not FAILED by the next start, and leaves no files.
-    /// Returns whether everything ended in time.
-    pub async fn drain(&self, grace: Duration) -> bool {
-        self.draining.store(true, Ordering::Relaxed);
-        let running = || {
-            let builds: usize = self
-                .registry
-                .all()
-                .iter()
-                .map(|entry| entry.builds.lock().len())
-                .sum();
-            builds + self.running_trial_runs()
-        };
-        let builds: usize = self
-            .registry
+    /// Tells every running build to stop (the process is stopping); returns
+    /// how many were running. Each still records its end (CANCELLED, its
+    /// files removed) while storage answers: see `VectorRuntime::drain`.
+    pub(crate) fn cancel_builds(&self) -> usize {
+        self.registry
             .all()
             .iter()
             .map(|entry| {
@@ -292,32 +276,21 @@ impl VectorService {
                 }
                 builds.len()
             })
-            .sum();
-        let runs = self.cancel_trial_runs();
-        if builds + runs > 0 {
-            tracing::info!(
-                builds,
-                trial_runs = runs,
-                "stopping: cancelling running builds and trials"
-            );
-        }
-        let deadline = Instant::now() + grace;
-        while running() > 0 {
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    left = running(),
-                    "builds still running at the end of the shutdown grace; the next start marks them failed"
-                );
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+            .sum()
+    }
+
+    /// Builds not yet ended.
+    pub(crate) fn running_builds(&self) -> usize {
+        self.registry
+            .all()
+            .iter()
+            .map(|entry| entry.builds.lock().len())
+            .sum()
     }
 
     /// Stops a running build.
     pub fn cancel_build(&self, index: &str, generation: u64) -> Result<GenerationRecord> {
-        let entry = self.entry(index)?;
+        let entry = self.registry.usable(index)?;
         let running = entry.builds.lock().get(&generation).cloned();
         let g = entry
             .with_record(|record| record.generation(generation).cloned())

@@ -1,4 +1,5 @@
-//! Checks every vector and id must pass before it is indexed or searched:
+//! Checks every vector and id must pass before it is indexed, searched or
+//! used as an eval query: the index's dimensions, finite components,
 //! distances that fit in f32, and one row per id.
 
 use std::collections::HashMap;
@@ -6,6 +7,7 @@ use std::collections::HashMap;
 use arrow::array::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 
+use crate::Metric;
 use crate::error::{Error, Result};
 
 /// Largest squared norm a vector may have: any two such vectors are at an
@@ -35,6 +37,37 @@ pub fn magnitude_problem(vector: &[f32], squared: f32) -> Option<String> {
             "its squared norm {squared:e} is past {MAX_SQUARED_NORM:e}, where distances overflow f32 (largest: component {c} = {v:e}); scale the vectors down"
         )
     })
+}
+
+/// Checks one vector against an index and prepares it for the metric.
+pub fn prepare_vector(index: &str, dim: usize, metric: Metric, vector: &mut [f32]) -> Result<()> {
+    if vector.len() != dim {
+        return Err(Error::WrongDimensions {
+            index: index.to_owned(),
+            expected: dim,
+            got: vector.len(),
+        });
+    }
+    if vector.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid(
+            "vector",
+            "components must be finite numbers",
+        ));
+    }
+    if let Some(problem) = magnitude_problem(vector, squared_norm(vector)) {
+        return Err(Error::invalid("vector", problem));
+    }
+    if metric.normalizes() {
+        let norm = Metric::norm(vector);
+        if norm == 0.0 {
+            return Err(Error::invalid(
+                "vector",
+                "a zero vector has no cosine direction",
+            ));
+        }
+        vector.iter_mut().for_each(|v| *v /= norm);
+    }
+    Ok(())
 }
 
 /// Refuses a dataset with two rows of one id, naming both rows (ids are the

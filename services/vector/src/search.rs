@@ -69,8 +69,8 @@ pub struct SearchResult {
 impl VectorService {
     /// Searches the active generation.
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResult> {
-        self.check_ready()?;
-        let entry = self.entry(&query.index)?;
+        self.context.check_ready()?;
+        let entry = self.registry.usable(&query.index)?;
         let (ef_default, payload, has_text) = entry.with_record(|record| {
             (
                 record.ef_search,
@@ -83,7 +83,7 @@ impl VectorService {
             Some(number) => Some(self.pinned(&query.index, &entry, number).await?),
         };
         let Some(active) = active else {
-            return Err(self.not_ready(&query.index, &entry));
+            return Err(entry.not_ready());
         };
         for column in &query.payload_columns {
             if !payload.contains(column) {
@@ -115,7 +115,7 @@ impl VectorService {
                 }
             };
         for vector in &mut queries {
-            crate::trials::prepare_vector(&query.index, dim, metric, vector)?;
+            crate::checks::prepare_vector(&query.index, dim, metric, vector)?;
         }
         let predicate: Option<Arc<Predicate>> = match &query.filter {
             None => None,
@@ -218,28 +218,5 @@ impl VectorService {
         let loaded = Arc::new(self.registry.read_generation(index, number).await?);
         entry.pin(loaded.clone());
         Ok(loaded)
-    }
-
-    pub(crate) fn not_ready(&self, name: &str, entry: &IndexEntry) -> Error {
-        if let Some(reason) = entry.load_error() {
-            return Error::IndexUnavailable {
-                index: name.to_owned(),
-                reason,
-            };
-        }
-        let building = !entry.builds.lock().is_empty();
-        if building {
-            Error::IndexNotReady {
-                index: name.to_owned(),
-                state: "still building its first generation",
-                hint: "watch it with GetIndex and search when it is READY",
-            }
-        } else {
-            Error::IndexNotReady {
-                index: name.to_owned(),
-                state: "without a ready generation (its build failed)",
-                hint: "see the error in GetIndex, then RebuildIndex",
-            }
-        }
     }
 }

@@ -1,41 +1,24 @@
-//! The vector service's operations, over the index registry (records and
-//! generations in storage), the catalog and the embedding cache. Builds are
-//! in [`crate::builder`], searches in [`crate::search`]; `grpc` only
-//! converts and delegates.
+//! The vector service's index operations, over the index registry (records
+//! and generations in storage) and the shared context (the catalog, the
+//! embedding cache, the ready and draining flags). Builds are in
+//! [`crate::builder`], searches in [`crate::search`]; `grpc` only converts
+//! and delegates.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lakehouse_client::{CatalogClient, GrpcObjectStore, StorageClient};
-use lakehouse_proto::catalog::v1 as catalog_pb;
 use lakehouse_shared::request_id::RequestLog;
 use tokio::sync::{Semaphore, watch};
 
 use crate::cache::EmbeddingCache;
 use crate::config::VectorConfig;
+use crate::context::ServiceContext;
 use crate::embeddings::Embeddings;
 use crate::error::{Error, Result};
 use crate::hnsw::HnswParams;
 use crate::progress::BuildTicket;
 use crate::record::{GenerationRecord, IndexDefinition, IndexRecord, Swap};
 use crate::registry::{IndexEntry, IndexRegistry, Reserved};
-use crate::store::IndexStore;
-
-/// Default neighbours per query.
-pub const DEFAULT_K: usize = 10;
-/// Most neighbours per query.
-pub const MAX_K: usize = 1000;
-/// Default search candidate list: recall@10 >= 0.99 on our 768-d benchmark.
-pub const DEFAULT_EF_SEARCH: u32 = 40;
-/// Largest ef_search.
-pub const MAX_EF_SEARCH: u32 = 4096;
-/// Most queries in one BatchSearch.
-pub const MAX_BATCH_QUERIES: usize = 10_000;
-/// Default inactive generations kept.
-pub const DEFAULT_RETAINED: u32 = 2;
-/// Seed of every build's level assignment.
-pub(crate) const LEVEL_SEED: u64 = 0x1a4e_5eed;
 
 /// What CreateIndex asks for, validated.
 #[derive(Debug, Clone)]
@@ -78,41 +61,26 @@ pub struct IndexView {
     pub damaged: Option<String>,
 }
 
-/// The vector service.
+/// The index operations: create, rebuild, read, change and delete
+/// indexes and their generations, over the registry; builds and searches
+/// are in their own modules. Trials are a service of their own
+/// ([`crate::trials::TrialService`]) over the same registry and context.
 #[derive(Debug)]
 pub struct VectorService {
+    pub(crate) context: Arc<ServiceContext>,
     pub(crate) registry: Arc<IndexRegistry>,
-    pub(crate) storage: StorageClient,
-    catalog: CatalogClient,
-    pub(crate) cache: EmbeddingCache,
     pub(crate) build_slots: Arc<Semaphore>,
     pub(crate) pool: Arc<rayon::ThreadPool>,
-    ready: watch::Sender<bool>,
-    /// Set when the process stops: no new build or trial starts.
-    pub(crate) draining: AtomicBool,
     replies: RequestLog<Option<IndexRecord>>,
-    pub(crate) trials: crate::trials::TrialState,
 }
 
 impl VectorService {
-    /// The service over its peers; not ready until [`Self::load_persisted`].
-    pub fn new(
+    /// The index operations over `registry`, with their own build slots and
+    /// thread pool; not ready until [`Self::load_persisted`].
+    pub(crate) fn new(
         config: &VectorConfig,
-        storage: StorageClient,
-        catalog: CatalogClient,
-    ) -> Result<Self> {
-        let objects: Arc<dyn object_store::ObjectStore> =
-            Arc::new(GrpcObjectStore::new(storage.clone(), ""));
-        Self::with_store(config, storage, catalog, objects)
-    }
-
-    /// The service with its indexes and trials kept in `objects` (the
-    /// default bucket, or a wrapper of it that tests inject faults into).
-    pub fn with_store(
-        config: &VectorConfig,
-        storage: StorageClient,
-        catalog: CatalogClient,
-        objects: Arc<dyn object_store::ObjectStore>,
+        context: Arc<ServiceContext>,
+        registry: Arc<IndexRegistry>,
     ) -> Result<Self> {
         let threads = match config.build_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -122,29 +90,23 @@ impl VectorService {
             .num_threads(threads)
             .thread_name(|i| format!("vector-build-{i}"))
             .build()?;
-        let registry = IndexRegistry::new(IndexStore::new(objects.clone()), storage.clone());
         Ok(Self {
-            trials: crate::trials::TrialState::new(config, objects)?,
-            registry: Arc::new(registry),
-            storage,
-            catalog,
-            cache: EmbeddingCache::new(config.cache_bytes),
+            context,
+            registry,
             build_slots: Arc::new(Semaphore::new(config.max_builds as usize)),
             pool: Arc::new(pool),
-            ready: watch::Sender::new(false),
-            draining: AtomicBool::new(false),
             replies: RequestLog::new(4096),
         })
     }
 
     /// Turns true once persisted indexes are loaded.
     pub fn ready(&self) -> watch::Receiver<bool> {
-        self.ready.subscribe()
+        self.context.ready()
     }
 
     /// The embedding cache.
     pub fn cache(&self) -> &EmbeddingCache {
-        &self.cache
+        self.context.cache()
     }
 
     /// The active generations (index, generation) built on `embeddings`,
@@ -165,7 +127,7 @@ impl VectorService {
     /// released and what active generations keep in memory.
     pub fn evict_cache(&self, dataset: Option<&str>) -> Evicted {
         let mut evicted = Evicted::default();
-        for entry in self.cache.evict(dataset) {
+        for entry in self.cache().evict(dataset) {
             evicted.entries += 1;
             let holders = self.holders(&entry);
             if holders.is_empty() {
@@ -182,28 +144,6 @@ impl VectorService {
     /// reloads instead of rebuilding counts here, never as a build).
     pub fn generation_reads(&self) -> u64 {
         self.registry.generation_reads()
-    }
-
-    pub(crate) fn check_ready(&self) -> Result<()> {
-        if *self.ready.borrow() {
-            Ok(())
-        } else {
-            Err(Error::Loading)
-        }
-    }
-
-    /// Refuses new builds and trials once the process is stopping.
-    pub(crate) fn check_accepting_work(&self) -> Result<()> {
-        if self.draining.load(Ordering::Relaxed) {
-            Err(Error::ShuttingDown)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// An index that can be searched, built or changed.
-    pub(crate) fn entry(&self, name: &str) -> Result<Arc<IndexEntry>> {
-        self.registry.usable(name)
     }
 
     /// Recovers every persisted index (see `registry::recovery`) and loads
@@ -231,45 +171,16 @@ impl VectorService {
                 );
             }
         }
-        self.ready.send_replace(true);
+        self.context.set_ready();
         tracing::info!(indexes = self.registry.all().len(), "vector indexes loaded");
-    }
-
-    /// The dataset's manifest from the catalog: version, bucket, files.
-    pub(crate) async fn dataset(&self, name: &str, full: bool) -> Result<catalog_pb::Dataset> {
-        let view = if full {
-            catalog_pb::DatasetView::Full
-        } else {
-            catalog_pb::DatasetView::Basic
-        };
-        let response = self
-            .catalog
-            .clone()
-            .get_dataset(catalog_pb::GetDatasetRequest {
-                name: name.to_owned(),
-                view: view as i32,
-            })
-            .await;
-        match response {
-            Ok(r) => r
-                .into_inner()
-                .dataset
-                .ok_or_else(|| Error::DatasetNotFound {
-                    dataset: name.to_owned(),
-                }),
-            Err(status) if status.code() == tonic::Code::NotFound => Err(Error::DatasetNotFound {
-                dataset: name.to_owned(),
-            }),
-            Err(status) => Err(Error::catalog("get dataset")(status)),
-        }
     }
 
     /// Starts building the first generation of a new index.
     pub async fn create_index(self: &Arc<Self>, new: NewIndex) -> Result<BuildTicket> {
-        self.check_ready()?;
-        self.check_accepting_work()?;
+        self.context.check_ready()?;
+        self.context.check_accepting_work()?;
         if let Some(request_id) = &new.request_id
-            && let Ok(entry) = self.entry(&new.name)
+            && let Ok(entry) = self.registry.usable(&new.name)
         {
             let replay = entry.with_record(|record| {
                 (record.create_request_id.as_ref() == Some(request_id))
@@ -282,7 +193,7 @@ impl VectorService {
         }
         // Fail fast on what the catalog already tells: the dataset and its columns.
         let def = &new.definition;
-        let dataset = self.dataset(&def.dataset, false).await?;
+        let dataset = self.context.dataset(&def.dataset, false).await?;
         let columns: Vec<String> = dataset
             .schema
             .iter()
@@ -317,9 +228,9 @@ impl VectorService {
         promote: bool,
         request_id: Option<String>,
     ) -> Result<BuildTicket> {
-        self.check_ready()?;
-        self.check_accepting_work()?;
-        let entry = self.entry(name)?;
+        self.context.check_ready()?;
+        self.context.check_accepting_work()?;
+        let entry = self.registry.usable(name)?;
         match self.registry.reserve(&entry, params, request_id).await? {
             Reserved::Replay(generation) => Ok(self.replay(&entry, generation)),
             Reserved::New(generation, params) => {
@@ -335,7 +246,7 @@ impl VectorService {
         if view.damaged.is_some() {
             return Ok(view);
         }
-        match self.dataset(&view.record.dataset, false).await {
+        match self.context.dataset(&view.record.dataset, false).await {
             Ok(dataset) => view.current_dataset_version = Some(dataset.version),
             Err(Error::DatasetNotFound { .. }) => view.current_dataset_version = Some(0),
             Err(error) => {
@@ -378,7 +289,7 @@ impl VectorService {
         if let Some(view) = self.replayed(key.as_deref()) {
             return Ok(view);
         }
-        let entry = self.entry(name)?;
+        let entry = self.registry.usable(name)?;
         self.registry.update(&entry, ef_search, retained).await?;
         let view = Self::view_of(&entry);
         if let Some(key) = key {
@@ -420,7 +331,7 @@ impl VectorService {
         name: &str,
         request_id: Option<String>,
     ) -> Result<(IndexView, Vec<u64>)> {
-        self.check_ready()?;
+        self.context.check_ready()?;
         let key = request_id.map(|id| format!("repair/{name}/{id}"));
         if let Some(view) = self.replayed(key.as_deref()) {
             let recovered = view
@@ -443,7 +354,7 @@ impl VectorService {
 
     /// Generations, newest first.
     pub fn list_generations(&self, index: &str) -> Result<(IndexRecord, Vec<GenerationRecord>)> {
-        let record = self.entry(index)?.record();
+        let record = self.registry.usable(index)?.record();
         let mut generations = record.generations.clone();
         generations.reverse();
         Ok((record, generations))
@@ -478,12 +389,12 @@ impl VectorService {
         expected: Option<u64>,
         request_id: Option<String>,
     ) -> Result<IndexView> {
-        self.check_ready()?;
+        self.context.check_ready()?;
         let key = request_id.map(|id| format!("swap/{index}/{id}"));
         if let Some(view) = self.replayed(key.as_deref()) {
             return Ok(view);
         }
-        let entry = self.entry(index)?;
+        let entry = self.registry.usable(index)?;
         self.registry.swap(&entry, target, expected).await?;
         let view = Self::view_of(&entry);
         if let Some(key) = key {
@@ -503,7 +414,7 @@ impl VectorService {
         if key.as_deref().and_then(|k| self.replies.get(k)).is_some() {
             return Ok(());
         }
-        let entry = self.entry(index)?;
+        let entry = self.registry.usable(index)?;
         self.registry.forget(&entry, generation).await?;
         if let Some(key) = key {
             self.replies.record(key, None);

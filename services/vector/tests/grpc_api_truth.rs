@@ -20,7 +20,7 @@ use prost_types::value::Kind;
 
 mod common;
 
-use common::{DIM, Stack};
+use common::{DIM, VectorStack as _};
 
 async fn finished(
     client: &mut lakehouse_client::VectorClient,
@@ -43,10 +43,10 @@ async fn finished(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_failed_build_answers_as_the_build_did_even_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::start(dir.path()).await;
+    let stack = common::start(dir.path()).await;
     let vectors = lakehouse_vector::hnsw::testing::clustered_vectors(50, DIM, 2, 1);
     stack.dataset("wrong", &[common::batch(&vectors, 0)]).await;
-    let mut client = stack.client();
+    let mut client = stack.vector_client();
     // `text` is not a vector column: the build fails with the column's reason.
     let mut request = common::create("wrong-idx", "wrong", "create-wrong");
     request.vector_column = "text".into();
@@ -71,17 +71,17 @@ async fn a_retried_failed_build_answers_as_the_build_did_even_after_a_restart() 
         assert_eq!(error_reason(&status), original_reason, "same reason");
     };
     check(finished(&mut client, request.clone()).await);
-    stack.stop().await;
-    let stack = Stack::start(dir.path()).await;
-    let mut client = stack.client();
+    stack.shutdown().await;
+    let stack = common::start(dir.path()).await;
+    let mut client = stack.vector_client();
     check(finished(&mut client, request).await);
-    stack.stop().await;
+    stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_arrow_type_maps_to_its_documented_payload_kind() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::start(dir.path()).await;
+    let stack = common::start(dir.path()).await;
     let field = Arc::new(Field::new("item", DataType::Float32, false));
     let embedding = FixedSizeListArray::new(
         field,
@@ -134,7 +134,7 @@ async fn each_arrow_type_maps_to_its_documented_payload_kind() {
     ])
     .expect("batch");
     stack.dataset("types", &[batch]).await;
-    let mut client = stack.client();
+    let mut client = stack.vector_client();
     let columns: Vec<String> = [
         "i32", "i64", "u64", "f64", "flag", "name", "price", "day", "at",
     ]
@@ -193,5 +193,5 @@ async fn each_arrow_type_maps_to_its_documented_payload_kind() {
     assert_eq!(kind(&two, "i32"), Kind::NullValue(0));
     assert_eq!(kind(&two, "name"), Kind::NullValue(0));
     assert_eq!(kind(&two, "price"), Kind::NullValue(0));
-    stack.stop().await;
+    stack.shutdown().await;
 }

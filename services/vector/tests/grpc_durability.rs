@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field};
-use common::{DIM, Stack, batch, create};
+use common::{DIM, Stack, VectorStack as _, batch, create, start, start_with};
 use lakehouse_proto::storage::v1 as storage_pb;
 use lakehouse_proto::vector::v1 as pb;
 use lakehouse_vector::VectorConfig;
@@ -57,7 +57,7 @@ fn rebuild_finished(m: pb::RebuildIndexResponse) -> Option<pb::BuildFinished> {
 /// Creates an index and waits for its build to end.
 async fn create_index(stack: &Stack, request: pb::CreateIndexRequest) -> pb::BuildFinished {
     let stream = stack
-        .client()
+        .vector_client()
         .create_index(request)
         .await
         .expect("create")
@@ -68,7 +68,7 @@ async fn create_index(stack: &Stack, request: pb::CreateIndexRequest) -> pb::Bui
 /// Rebuilds an index and waits for the build to end.
 async fn rebuild_index(stack: &Stack, request: pb::RebuildIndexRequest) -> pb::BuildFinished {
     let stream = stack
-        .client()
+        .vector_client()
         .rebuild_index(request)
         .await
         .expect("rebuild")
@@ -78,7 +78,7 @@ async fn rebuild_index(stack: &Stack, request: pb::RebuildIndexRequest) -> pb::B
 
 async fn get_index(stack: &Stack, name: &str) -> pb::Index {
     stack
-        .client()
+        .vector_client()
         .get_index(pb::GetIndexRequest { name: name.into() })
         .await
         .expect("get index")
@@ -88,7 +88,7 @@ async fn get_index(stack: &Stack, name: &str) -> pb::Index {
 }
 
 async fn health(stack: &Stack) -> i32 {
-    let channel = lakehouse_client::connect_lazy(&stack.addr).expect("address");
+    let channel = lakehouse_client::connect_lazy(stack.addr()).expect("address");
     HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
@@ -102,28 +102,27 @@ async fn health(stack: &Stack) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_active_generation_reads_load_failed_until_a_rebuild() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::start(dir.path()).await;
+    let stack = start(dir.path()).await;
     let data = clustered_vectors(500, DIM, 5, 3);
     stack.dataset("docs", &[batch(&data, 0)]).await;
     let done = create_index(&stack, create("docs-idx", "docs", "c-1")).await;
     assert_eq!(done.status.map(|s| s.code), Some(0));
-    stack.stop().await;
+    stack.shutdown().await;
 
     // Flip bytes in the vector section (the end of graph.bin).
-    let graph = dir
-        .path()
-        .join("buckets/default/indexes/docs-idx/gen-1/graph.bin");
+    let graph = lakehouse_testkit::bucket_folder(dir.path(), "main")
+        .join("indexes/docs-idx/gen-1/graph.bin");
     let mut bytes = std::fs::read(&graph).expect("graph.bin");
     let len = bytes.len();
     bytes[len - 4096..].iter_mut().for_each(|b| *b ^= 0x33);
     std::fs::write(&graph, bytes).expect("damage");
 
-    let stack = Stack::start(dir.path()).await;
+    let stack = start(dir.path()).await;
     let index = get_index(&stack, "docs-idx").await;
     assert_eq!(index.state, pb::IndexState::LoadFailed as i32, "{index:?}");
     assert!(index.error.contains("CRC32C"), "{}", index.error);
     let refused = stack
-        .client()
+        .vector_client()
         .search(pb::SearchRequest {
             index: "docs-idx".into(),
             vector: data[..DIM].to_vec(),
@@ -147,7 +146,7 @@ async fn a_damaged_active_generation_reads_load_failed_until_a_rebuild() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
     let generations = stack
-        .client()
+        .vector_client()
         .list_generations(pb::ListGenerationsRequest {
             index: "docs-idx".into(),
             ..Default::default()
@@ -158,7 +157,7 @@ async fn a_damaged_active_generation_reads_load_failed_until_a_rebuild() {
         .generations;
     assert_eq!(generations[0].state, pb::GenerationState::Damaged as i32);
     // The journal names the damaged generation.
-    let channel = lakehouse_client::connect_lazy(&stack.addr).expect("address");
+    let channel = lakehouse_client::connect_lazy(stack.addr()).expect("address");
     let errors = lakehouse_client::storage(channel)
         .list_errors(storage_pb::ListErrorsRequest {
             service: "vector".into(),
@@ -191,7 +190,7 @@ async fn a_damaged_active_generation_reads_load_failed_until_a_rebuild() {
     assert_eq!(index.state, pb::IndexState::Ready as i32, "{index:?}");
     assert_eq!(index.active_generation, 2);
     assert!(!index.error.contains("CRC32C"), "{}", index.error);
-    stack.stop().await;
+    stack.shutdown().await;
 }
 
 /// Rows with 768-d vectors, ids `first..`, optionally one id repeated.
@@ -230,8 +229,8 @@ fn create_wide(name: &str, dataset: &str) -> pb::CreateIndexRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_vectors_duplicate_ids_and_message_limits() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::start(dir.path()).await;
-    let mut client = stack.client();
+    let stack = start(dir.path()).await;
+    let mut client = stack.vector_client();
 
     // Duplicate ids: the second part repeats ids 0..10.
     stack
@@ -301,11 +300,11 @@ async fn bad_vectors_duplicate_ids_and_message_limits() {
         .expect_err("an overflowing query");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert!(refused.message().contains("squared norm"), "{refused:?}");
-    stack.stop().await;
+    stack.shutdown().await;
 
     // An answer past a small message limit is refused before it is sent.
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::start_with(
+    let stack = start_with(
         dir.path(),
         VectorConfig {
             max_message_bytes: 1 << 20,
@@ -318,7 +317,7 @@ async fn bad_vectors_duplicate_ids_and_message_limits() {
     let done = create_index(&stack, create("docs-idx", "docs", "c-1")).await;
     assert_eq!(done.status.map(|s| s.code), Some(0));
     let too_large = stack
-        .client()
+        .vector_client()
         .batch_search(pb::BatchSearchRequest {
             index: "docs-idx".into(),
             queries: data
@@ -340,20 +339,20 @@ async fn bad_vectors_duplicate_ids_and_message_limits() {
         too_large.message().contains("message limit"),
         "{too_large:?}"
     );
-    stack.stop().await;
+    stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::start(dir.path()).await;
+    let stack = start(dir.path()).await;
     let data = clustered_vectors(400, DIM, 5, 3);
     stack.dataset("docs", &[batch(&data, 0)]).await;
     let done = create_index(&stack, create("docs-idx", "docs", "c-1")).await;
     assert_eq!(done.status.map(|s| s.code), Some(0));
     // Generation 1 was built on the cached vectors: one buffer, two users.
     let stats = stack
-        .client()
+        .vector_client()
         .get_cache_stats(pb::GetCacheStatsRequest {})
         .await
         .expect("stats")
@@ -368,7 +367,7 @@ async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
     );
     assert_eq!(stats.exclusive_bytes, 0);
     let evicted = stack
-        .client()
+        .vector_client()
         .evict_cache(pb::EvictCacheRequest::default())
         .await
         .expect("evict")
@@ -383,11 +382,11 @@ async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
             generation: 1
         }]
     );
-    stack.stop().await;
+    stack.shutdown().await;
 
     // After a restart generation 1 is read from storage; a rebuild that is
     // not promoted loads the cache, and nothing active holds that entry.
-    let stack = Stack::start(dir.path()).await;
+    let stack = start(dir.path()).await;
     let done = rebuild_index(
         &stack,
         pb::RebuildIndexRequest {
@@ -400,7 +399,7 @@ async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
     .await;
     assert_eq!(done.status.map(|s| s.code), Some(0));
     let stats = stack
-        .client()
+        .vector_client()
         .get_cache_stats(pb::GetCacheStatsRequest {})
         .await
         .expect("stats")
@@ -408,36 +407,35 @@ async fn evict_cache_reports_what_it_frees_and_what_generations_keep() {
     assert!(stats.entries[0].held_by.is_empty(), "{stats:?}");
     assert!(stats.exclusive_bytes > 0 && stats.exclusive_bytes == stats.total_bytes);
     let evicted = stack
-        .client()
+        .vector_client()
         .evict_cache(pb::EvictCacheRequest::default())
         .await
         .expect("evict")
         .into_inner();
     assert_eq!(evicted.freed_bytes, stats.total_bytes);
     assert_eq!(evicted.pinned_bytes, 0);
-    stack.stop().await;
+    stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_record_is_listed_kept_and_repaired_from_its_generations() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::start(dir.path()).await;
+    let stack = start(dir.path()).await;
     let data = clustered_vectors(300, DIM, 5, 3);
     stack.dataset("docs", &[batch(&data, 0)]).await;
     let done = create_index(&stack, create("docs-idx", "docs", "c-1")).await;
     assert_eq!(done.status.map(|s| s.code), Some(0));
-    stack.stop().await;
-    let record = dir
-        .path()
-        .join("buckets/default/indexes/docs-idx/index.json");
+    stack.shutdown().await;
+    let record =
+        lakehouse_testkit::bucket_folder(dir.path(), "main").join("indexes/docs-idx/index.json");
     std::fs::write(
         &record,
         b"{\"crc32c\": 1, \"body\": {\"name\": \"garbage\"}}",
     )
     .expect("damage the record");
 
-    let stack = Stack::start(dir.path()).await;
-    let mut client = stack.client();
+    let stack = start(dir.path()).await;
+    let mut client = stack.vector_client();
     // Listed with its state and reason, not hidden.
     let listed = client
         .list_indexes(pb::ListIndexesRequest::default())
@@ -504,5 +502,5 @@ async fn a_damaged_record_is_listed_kept_and_repaired_from_its_generations() {
         .await
         .expect_err("not damaged any more");
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
-    stack.stop().await;
+    stack.shutdown().await;
 }

@@ -21,7 +21,7 @@ use tonic::Code;
 
 mod common;
 
-use common::{DIM, Stack};
+use common::{DIM, VectorStack as _};
 
 const ROWS: usize = 4000;
 
@@ -170,9 +170,9 @@ async fn filtered_search_keeps_recall_at_every_selectivity_and_says_how_it_ran()
     let dir = tempfile::tempdir().expect("tempdir");
     let all = clustered_vectors(ROWS + 20, DIM, 12, 21);
     let (data, queries) = all.split_at(ROWS * DIM);
-    let stack = Stack::start(dir.path()).await;
+    let stack = common::start(dir.path()).await;
     stack.dataset("places", &[rows_batch(data)]).await;
-    let mut client = stack.client();
+    let mut client = stack.vector_client();
     let mut create = common::create("places", "places", "create-places");
     create.payload_columns = ["city", "rate", "score", "day", "vip"]
         .map(String::from)
@@ -468,7 +468,7 @@ async fn filtered_search_keeps_recall_at_every_selectivity_and_says_how_it_ran()
     near.max_distance = Some(-1.0);
     assert!(search(&mut client, near).await.hits.is_empty());
 
-    stack.stop().await;
+    stack.shutdown().await;
 }
 
 /// A rebuild that is not promoted can be searched by number before anyone
@@ -476,10 +476,10 @@ async fn filtered_search_keeps_recall_at_every_selectivity_and_says_how_it_ran()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_search_answers_from_an_unpromoted_generation() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = Stack::start(dir.path()).await;
+    let stack = common::start(dir.path()).await;
     let first = clustered_vectors(500, DIM, 5, 3);
     stack.dataset("pins", &[common::batch(&first, 0)]).await;
-    let mut client = stack.client();
+    let mut client = stack.vector_client();
     let mut create = common::create("pins", "pins", "create-pins");
     create.config = Some(pb::HnswConfig {
         m: 8,
@@ -548,5 +548,5 @@ async fn a_pinned_search_answers_from_an_unpromoted_generation() {
         (status.code(), error_reason(&status).as_deref()),
         (Code::NotFound, Some("GENERATION_NOT_FOUND"))
     );
-    stack.stop().await;
+    stack.shutdown().await;
 }

@@ -20,7 +20,7 @@ use tonic::Code;
 
 mod common;
 
-use common::{DIM, Stack, batch, create};
+use common::{DIM, VectorStack as _, batch, create, start};
 
 /// Every message of a build stream: (started, progress count, finished).
 ///
@@ -124,7 +124,7 @@ async fn build_search_replay_restart_and_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
     let all = clustered_vectors(3100, DIM, 10, 11);
     let (data, queries) = all.split_at(3000 * DIM);
-    let stack = Stack::start(dir.path()).await;
+    let stack = start(dir.path()).await;
     // Two files: rows keep catalog order across them.
     stack
         .dataset(
@@ -135,7 +135,7 @@ async fn build_search_replay_restart_and_bad_input() {
             ],
         )
         .await;
-    let mut client = stack.client();
+    let mut client = stack.vector_client();
 
     let stream = client
         .create_index(create("docs-idx", "docs", "req-1"))
@@ -406,14 +406,14 @@ async fn build_search_replay_restart_and_bad_input() {
 
     // Restart: the index comes back from storage, no rebuild, same answers.
     let before = search(&mut client, "docs-idx", &queries[..DIM], false).await;
-    stack.stop().await;
-    let stack = Stack::start(dir.path()).await;
-    let mut client = stack.client();
+    stack.shutdown().await;
+    let stack = start(dir.path()).await;
+    let mut client = stack.vector_client();
     assert_eq!(
         search(&mut client, "docs-idx", &queries[..DIM], false).await,
         before
     );
-    let service = stack.vector.service();
+    let service = stack.vector().service();
     assert_eq!(
         service.generation_reads(),
         1,
@@ -460,16 +460,16 @@ async fn build_search_replay_restart_and_bad_input() {
         index.stale && index.current_dataset_version > index.dataset_version,
         "{index:?}"
     );
-    stack.stop().await;
+    stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_swap_under_search_load_and_crash_mid_persist() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = clustered_vectors(2000, DIM, 8, 5);
-    let stack = Stack::start(dir.path()).await;
+    let stack = start(dir.path()).await;
     stack.dataset("swap", &[batch(&data, 0)]).await;
-    let mut client = stack.client();
+    let mut client = stack.vector_client();
     let stream = client
         .create_index(create("swap-idx", "swap", ""))
         .await
@@ -485,7 +485,7 @@ async fn hot_swap_under_search_load_and_crash_mid_persist() {
     let mut load = Vec::new();
     for worker in 0..4 {
         let (mut client, failed, served, stop, data) = (
-            stack.client(),
+            stack.vector_client(),
             failed.clone(),
             served.clone(),
             load_stop.clone(),
@@ -604,7 +604,7 @@ async fn hot_swap_under_search_load_and_crash_mid_persist() {
 
     // Crash mid-persist: a generation recorded as building, with part of
     // its graph written and no manifest, as a kill -9 would leave it.
-    let store = stack.store();
+    let store = stack.object_store();
     let record_key = object_store::path::Path::from(lakehouse_vector::record_key("swap-idx"));
     let raw = store
         .get(&record_key)
@@ -626,9 +626,9 @@ async fn hot_swap_under_search_load_and_crash_mid_persist() {
         .expect("array")
         .push(crashed);
     record["next_generation"] = 4.into();
-    stack.stop().await;
-    let stack = Stack::start(dir.path()).await;
-    let store = stack.store();
+    stack.shutdown().await;
+    let stack = start(dir.path()).await;
+    let store = stack.object_store();
     store
         .put(
             &record_key,
@@ -644,10 +644,10 @@ async fn hot_swap_under_search_load_and_crash_mid_persist() {
         .put(&half, PutPayload::from(vec![1u8; 1000]))
         .await
         .expect("half graph");
-    stack.stop().await;
+    stack.shutdown().await;
 
-    let stack = Stack::start(dir.path()).await;
-    let mut client = stack.client();
+    let stack = start(dir.path()).await;
+    let mut client = stack.vector_client();
     let index = client
         .get_index(pb::GetIndexRequest {
             name: "swap-idx".into(),
@@ -682,5 +682,5 @@ async fn hot_swap_under_search_load_and_crash_mid_persist() {
     );
     let hits = search(&mut client, "swap-idx", &data[..DIM], false).await;
     assert_eq!(hits[0], "0");
-    stack.stop().await;
+    stack.shutdown().await;
 }

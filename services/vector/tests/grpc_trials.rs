@@ -19,13 +19,13 @@ use tonic::Code;
 
 mod common;
 
-use common::{DIM, Stack, batch, create};
+use common::{DIM, Stack, VectorStack as _, batch, create, start, start_with};
 
 const ROWS: usize = 3000;
 
 /// A stack with one READY index "docs-idx" over 3000 clustered vectors.
 async fn stack_with_index(dir: &Path) -> Stack {
-    let stack = Stack::start(dir).await;
+    let stack = start(dir).await;
     let data = clustered_vectors(ROWS, DIM, 10, 11);
     stack
         .dataset(
@@ -37,7 +37,7 @@ async fn stack_with_index(dir: &Path) -> Stack {
         )
         .await;
     let mut stream = stack
-        .client()
+        .vector_client()
         .create_index(create("docs-idx", "docs", ""))
         .await
         .expect("create")
@@ -165,7 +165,7 @@ fn files_under(dir: &Path, part: &str) -> Vec<PathBuf> {
 
 async fn eval_set_rows(stack: &Stack, key: &str) -> Vec<u64> {
     let bytes = stack
-        .store()
+        .object_store()
         .get(&object_store::path::Path::from(key))
         .await
         .expect("get eval set")
@@ -195,7 +195,7 @@ async fn eval_set_rows(stack: &Stack, key: &str) -> Vec<u64> {
 async fn eval_sets_trials_journal_and_best_trial() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = stack_with_index(dir.path()).await;
-    let mut client = stack.client();
+    let mut client = stack.vector_client();
 
     // Eval sets: the same seed gives the same queries; another seed does not.
     let a = client
@@ -285,8 +285,8 @@ async fn eval_sets_trials_journal_and_best_trial() {
 
     // A trial with an ef sweep: one build, one trial per ef, all journaled,
     // and no embedding load or generation read for it.
-    let misses = stack.vector.service().cache().stats().misses;
-    let reads = stack.vector.service().generation_reads();
+    let misses = stack.vector().service().cache().stats().misses;
+    let reads = stack.vector().service().generation_reads();
     let run = drain_trial(
         client
             .run_trial(trial("eval-a", 8, 40, &[10, 40, 120]))
@@ -304,11 +304,11 @@ async fn eval_sets_trials_journal_and_best_trial() {
     );
     assert!(run.progress > 0, "progress is reported");
     assert_eq!(
-        stack.vector.service().cache().stats().misses,
+        stack.vector().service().cache().stats().misses,
         misses,
         "no reload"
     );
-    assert_eq!(stack.vector.service().generation_reads(), reads);
+    assert_eq!(stack.vector().service().generation_reads(), reads);
     let builds: std::collections::BTreeSet<u64> =
         run.trials.iter().map(|t| t.build_duration_ms).collect();
     assert_eq!(builds.len(), 1, "the sweep reuses one build");
@@ -469,7 +469,7 @@ async fn eval_sets_trials_journal_and_best_trial() {
         .expect("list")
         .into_inner()
         .trials;
-    stack.stop().await;
+    stack.shutdown().await;
     let files = files_under(dir.path(), "trials/docs-idx");
     assert!(!files.is_empty(), "journal files on disk");
     let mut on_disk = 0;
@@ -482,9 +482,9 @@ async fn eval_sets_trials_journal_and_best_trial() {
         }
     }
     assert_eq!(on_disk, before.len());
-    let stack = Stack::start(dir.path()).await;
+    let stack = start(dir.path()).await;
     let after = stack
-        .client()
+        .vector_client()
         .list_trials(pb::ListTrialsRequest {
             index: "docs-idx".into(),
             ..Default::default()
@@ -494,14 +494,14 @@ async fn eval_sets_trials_journal_and_best_trial() {
         .into_inner()
         .trials;
     assert_eq!(after, before);
-    stack.stop().await;
+    stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_never_fail_during_trials_and_tune_reaches_the_target() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = stack_with_index(dir.path()).await;
-    let mut client = stack.client();
+    let mut client = stack.vector_client();
     client
         .create_eval_set(sampled("eval", 3, 40))
         .await
@@ -512,7 +512,7 @@ async fn searches_never_fail_during_trials_and_tune_reaches_the_target() {
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let searcher = {
         let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        let mut client: VectorClient = stack.client();
+        let mut client: VectorClient = stack.vector_client();
         let query = clustered_vectors(1, DIM, 1, 99);
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -670,14 +670,14 @@ async fn searches_never_fail_during_trials_and_tune_reaches_the_target() {
         );
         assert!(error_metadata(&status, "best_recall").is_some());
     }
-    stack.stop().await;
+    stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_budget_refuses_up_front_and_cancel_stops_a_tune() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = stack_with_index(dir.path()).await;
-    let mut client = stack.client();
+    let mut client = stack.vector_client();
     client
         .create_eval_set(sampled("eval", 1, 20))
         .await
@@ -722,10 +722,10 @@ async fn memory_budget_refuses_up_front_and_cancel_stops_a_tune() {
         .expect("cancel again")
         .into_inner();
     assert!(!again.cancelled, "idempotent: the run had ended");
-    stack.stop().await;
+    stack.shutdown().await;
 
     // A budget smaller than any graph: the trial fails before it starts.
-    let stack = Stack::start_with(
+    let stack = start_with(
         dir.path(),
         lakehouse_vector::VectorConfig {
             trial_memory_bytes: 1024,
@@ -734,7 +734,7 @@ async fn memory_budget_refuses_up_front_and_cancel_stops_a_tune() {
     )
     .await;
     let refused = stack
-        .client()
+        .vector_client()
         .run_trial(trial("eval", 16, 80, &[40]))
         .await
         .expect_err("over budget");
@@ -743,5 +743,5 @@ async fn memory_budget_refuses_up_front_and_cancel_stops_a_tune() {
         (Code::ResourceExhausted, Some("TRIAL_MEMORY_BUDGET"))
     );
     assert!(refused.message().contains("--vector-trial-memory-bytes"));
-    stack.stop().await;
+    stack.shutdown().await;
 }

@@ -1,15 +1,15 @@
-//! Test harness: a real storage gRPC server (local folder bucket), a small
-//! in-memory catalog that implements GetDataset and CommitFiles with the
-//! real version semantics (and can be told to refuse), and the ingest
-//! service itself, all on loopback; the same with the real catalog service
-//! ([`RealStack`]); plus PostgreSQL helpers.
+//! What only the ingest tests need: a small in-memory catalog that
+//! implements GetDataset and CommitFiles with the real version semantics
+//! (and can be told to refuse), served beside the test kit's storage with
+//! the ingest service ([`Stack`]); the kit's real storage and catalog with
+//! the ingest service ([`RealStack`]); helpers to run an ingest and read
+//! its Parquet parts.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use lakehouse_ingest::{IngestConfig, IngestRuntime};
 use lakehouse_proto::catalog::v1 as catalog;
@@ -17,57 +17,11 @@ use lakehouse_proto::catalog::v1::catalog_service_server::{CatalogService, Catal
 use lakehouse_proto::ingest::v1 as pb;
 use lakehouse_shared::secrets::{SecretsProvider, StaticSecrets};
 use lakehouse_shared::server::GrpcServer;
-use lakehouse_storage::{BucketRegistry, BucketsFile, Storage};
-use sqlx::{Connection as _, Executor as _};
-use tokio_util::sync::CancellationToken;
+use lakehouse_testkit::server_config;
 use tonic::{Request, Response, Status};
 
 #[allow(unused_imports)]
-pub use lakehouse_shared::testing::skip_or_fail;
-use lakehouse_shared::testing::{serve_on_loopback, server_config};
-
-/// The test PostgreSQL URL, if it answers; else skips (or fails).
-pub async fn pg_url(test: &str) -> Option<String> {
-    let Ok(url) = std::env::var("LAKEHOUSE_TEST_PG_URL") else {
-        skip_or_fail(
-            test,
-            "LAKEHOUSE_TEST_PG_URL is not set (e.g. postgres://postgres:postgres@127.0.0.1:5432/postgres)",
-        );
-        return None;
-    };
-    match sqlx::PgConnection::connect(&url).await {
-        Ok(conn) => {
-            let _ = conn.close().await;
-            Some(url)
-        }
-        Err(error) => {
-            skip_or_fail(
-                test,
-                &format!("PostgreSQL at LAKEHOUSE_TEST_PG_URL is unreachable: {error}"),
-            );
-            None
-        }
-    }
-}
-
-/// Runs SQL (several statements allowed) on the test database.
-pub async fn pg_exec(url: &str, sql: &str) {
-    let mut conn = sqlx::PgConnection::connect(url)
-        .await
-        .expect("connect to test pg");
-    conn.execute(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let _ = conn.close().await;
-}
-
-/// A unique lowercase name.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
+pub use lakehouse_testkit::{pg_exec, pg_url, skip_or_fail, unique};
 
 /// One committed dataset in the fake catalog.
 #[derive(Debug, Clone)]
@@ -224,74 +178,58 @@ impl CatalogService for FakeCatalog {
     }
 }
 
-/// Storage + fake catalog + ingest on loopback.
+/// The kit's storage (without its catalog), the fake catalog and the
+/// ingest service, each on its own loopback port.
 pub struct Stack {
-    pub dir: tempfile::TempDir,
-    pub storage_addr: String,
+    base: lakehouse_testkit::Stack,
     pub ingest_addr: String,
     pub catalog_addr: String,
     pub catalog: FakeCatalog,
-    pub storage: Arc<Storage>,
     runtime: Option<IngestRuntime>,
-    stop: CancellationToken,
     config: IngestConfig,
     secrets: Arc<dyn SecretsProvider>,
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 impl Stack {
     pub async fn start(config: IngestConfig, secrets: Arc<dyn SecretsProvider>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let toml = format!(
-            "default_bucket = \"main\"\n[buckets.main]\nbackend = \"local\"\npath = \"{}\"\n[buckets.other]\nbackend = \"local\"\npath = \"{}\"\n",
-            dir.path().join("bucket").display(),
-            dir.path().join("other").display()
-        );
-        let file = BucketsFile::parse(&toml).expect("buckets");
-        let registry = BucketRegistry::build(&file, &StaticSecrets::default()).expect("registry");
-        let storage = Arc::new(Storage::new(registry, Duration::from_secs(2)));
-        let stop = CancellationToken::new();
-
-        let storage_addr = serve_on_loopback(
-            GrpcServer::new(server_config())
-                .add_service(lakehouse_storage::service(storage.clone(), 64 << 20)),
-            &stop,
-        )
-        .await;
-
+        let base = lakehouse_testkit::Stack::builder()
+            .without_catalog()
+            .start()
+            .await;
         let catalog = FakeCatalog::default();
-        let catalog_addr = serve_on_loopback(
-            GrpcServer::new(server_config())
-                .add_service(CatalogServiceServer::new(catalog.clone())),
-            &stop,
-        )
-        .await;
-
-        let runtime = IngestRuntime::start(&config, secrets.clone(), &storage_addr, &catalog_addr)
-            .await
-            .expect("ingest runtime");
-        let ingest_addr = serve_on_loopback(
-            GrpcServer::new(server_config()).add_service(runtime.service(64 << 20)),
-            &stop,
-        )
-        .await;
-        Self {
-            dir,
-            storage_addr,
-            ingest_addr,
+        let catalog_addr = base
+            .serve(
+                GrpcServer::new(server_config())
+                    .add_service(CatalogServiceServer::new(catalog.clone())),
+            )
+            .await;
+        let mut stack = Self {
+            base,
+            ingest_addr: String::new(),
             catalog_addr,
             catalog,
-            storage,
-            runtime: Some(runtime),
-            stop,
+            runtime: None,
             config,
             secrets,
-        }
+        };
+        stack.start_ingest().await;
+        stack
+    }
+
+    async fn start_ingest(&mut self) {
+        let runtime = IngestRuntime::start(
+            &self.config,
+            self.secrets.clone(),
+            self.base.addr(),
+            &self.catalog_addr,
+        )
+        .await
+        .expect("ingest runtime");
+        self.ingest_addr = self
+            .base
+            .serve(GrpcServer::new(server_config()).add_service(runtime.service(64 << 20)))
+            .await;
+        self.runtime = Some(runtime);
     }
 
     /// Stops the ingest service and starts a new one (new port) over the
@@ -300,20 +238,7 @@ impl Stack {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown().await;
         }
-        let runtime = IngestRuntime::start(
-            &self.config,
-            self.secrets.clone(),
-            &self.storage_addr,
-            &self.catalog_addr,
-        )
-        .await
-        .expect("ingest runtime");
-        self.ingest_addr = serve_on_loopback(
-            GrpcServer::new(server_config()).add_service(runtime.service(64 << 20)),
-            &self.stop,
-        )
-        .await;
-        self.runtime = Some(runtime);
+        self.start_ingest().await;
     }
 
     pub fn client(&self) -> lakehouse_client::IngestClient {
@@ -321,97 +246,65 @@ impl Stack {
     }
 
     pub fn storage_client(&self) -> lakehouse_client::StorageClient {
-        lakehouse_client::storage(lakehouse_client::connect_lazy(&self.storage_addr).expect("addr"))
+        self.base.storage_client()
     }
 
-    pub fn bucket_dir(&self) -> PathBuf {
-        self.dir.path().join("bucket")
+    /// The folder of the local bucket `bucket` (`main`, the default, or
+    /// `other`).
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.base.bucket_dir(bucket)
     }
 
-    /// Every file under `datasets/<name>/` in the bucket folder.
+    /// Every file under `datasets/<name>/` in the default bucket's folder.
     pub fn files_of(&self, dataset: &str) -> Vec<PathBuf> {
-        lakehouse_shared::testing::files_under(&self.bucket_dir().join("datasets").join(dataset))
+        lakehouse_testkit::files_under(&self.bucket_dir("main").join("datasets").join(dataset))
     }
 
     pub async fn shutdown(mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown().await;
         }
+        self.base.shutdown().await;
     }
 }
 
-#[derive(clap::Parser)]
-struct CatalogFlags {
-    #[command(flatten)]
-    catalog: lakehouse_catalog::CatalogConfig,
-}
-
-/// The real storage and catalog services (SQLite store, local folder
-/// bucket, all under one temporary folder) and ingest, on loopback.
+/// The kit's real storage and catalog services (SQLite store, local folder
+/// buckets, all under one temporary folder) and ingest, on loopback.
 pub struct RealStack {
-    pub dir: tempfile::TempDir,
-    pub storage_addr: String,
-    pub catalog_addr: String,
+    base: lakehouse_testkit::Stack,
     pub ingest_addr: String,
-    pub stop: CancellationToken,
-    storage: lakehouse_storage::StorageRuntime,
     ingest: IngestRuntime,
 }
 
 impl RealStack {
     pub async fn start(config: &IngestConfig) -> Self {
-        use clap::Parser as _;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let stop = CancellationToken::new();
-        let storage = lakehouse_storage::StorageRuntime::start(
-            &lakehouse_storage::StorageConfig {
-                buckets_config: None,
-                journal_flush_interval: Duration::from_secs(1),
-                probe_timeout: Duration::from_secs(2),
-                ..Default::default()
-            },
-            dir.path(),
-            Arc::new(StaticSecrets::default()),
-        )
-        .await
-        .expect("storage");
-        let storage_addr = serve_on_loopback(
-            GrpcServer::new(server_config()).add_service(storage.service(16 << 20)),
-            &stop,
-        )
-        .await;
-        let flags = CatalogFlags::parse_from(["test"]);
-        let catalog =
-            lakehouse_catalog::CatalogRuntime::start(&flags.catalog, dir.path(), &storage_addr)
-                .await
-                .expect("catalog");
-        let catalog_addr = serve_on_loopback(
-            GrpcServer::new(server_config()).add_service(catalog.service(16 << 20)),
-            &stop,
-        )
-        .await;
+        let base = lakehouse_testkit::Stack::start().await;
+        let (ingest, ingest_addr) = Self::ingest_over(&base, config).await;
+        Self {
+            base,
+            ingest_addr,
+            ingest,
+        }
+    }
+
+    /// An ingest service over `base`'s storage and catalog, served until
+    /// the stack stops.
+    async fn ingest_over(
+        base: &lakehouse_testkit::Stack,
+        config: &IngestConfig,
+    ) -> (IngestRuntime, String) {
         let ingest = IngestRuntime::start(
             config,
             Arc::new(StaticSecrets::default()),
-            &storage_addr,
-            &catalog_addr,
+            base.addr(),
+            base.addr(),
         )
         .await
-        .expect("ingest");
-        let ingest_addr = serve_on_loopback(
-            GrpcServer::new(server_config()).add_service(ingest.service(16 << 20)),
-            &stop,
-        )
-        .await;
-        Self {
-            dir,
-            storage_addr,
-            catalog_addr,
-            ingest_addr,
-            stop,
-            storage,
-            ingest,
-        }
+        .expect("ingest runtime");
+        let addr = base
+            .serve(GrpcServer::new(server_config()).add_service(ingest.service(16 << 20)))
+            .await;
+        (ingest, addr)
     }
 
     pub fn client(&self) -> lakehouse_client::IngestClient {
@@ -419,36 +312,22 @@ impl RealStack {
     }
 
     pub fn catalog_client(&self) -> lakehouse_client::CatalogClient {
-        lakehouse_client::catalog(lakehouse_client::connect_lazy(&self.catalog_addr).expect("addr"))
+        self.base.catalog()
     }
 
     pub fn storage_client(&self) -> lakehouse_client::StorageClient {
-        lakehouse_client::storage(lakehouse_client::connect_lazy(&self.storage_addr).expect("addr"))
+        self.base.storage_client()
     }
 
     /// A second ingest service over the same storage and catalog, as
     /// another process would be; served until the stack stops.
     pub async fn another_ingest(&self, config: &IngestConfig) -> (IngestRuntime, String) {
-        let ingest = IngestRuntime::start(
-            config,
-            Arc::new(StaticSecrets::default()),
-            &self.storage_addr,
-            &self.catalog_addr,
-        )
-        .await
-        .expect("another ingest runtime");
-        let addr = serve_on_loopback(
-            GrpcServer::new(server_config()).add_service(ingest.service(16 << 20)),
-            &self.stop,
-        )
-        .await;
-        (ingest, addr)
+        Self::ingest_over(&self.base, config).await
     }
 
     pub async fn shutdown(self) {
-        self.stop.cancel();
         self.ingest.shutdown().await;
-        self.storage.shutdown().await;
+        self.base.shutdown().await;
     }
 }
 

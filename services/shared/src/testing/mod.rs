@@ -1,6 +1,10 @@
 //! Helpers every crate's tests share (feature `testing`, enabled only in
 //! dev-dependencies): the skip-or-fail gate for outside dependencies, and
-//! small process and file utilities.
+//! small process and file utilities. Integration tests take them through
+//! the test kit (`lakehouse-testkit`), which re-exports them beside its
+//! stack; they live here because unit tests in `src/` use them too (the
+//! registry's fault injection), and those cannot take the kit, which
+//! depends on the crates it tests.
 
 mod moto;
 mod store;

@@ -65,7 +65,10 @@ pub async fn rounds(
             .entries
             .iter()
             .find(|e| e.dataset == dataset)
-            .map_or_else(|| panic!("no cache entry for {dataset}"), |e| e.load_duration_ms);
+            .map_or_else(
+                || panic!("no cache entry for {dataset}"),
+                |e| e.load_duration_ms,
+            );
         vector
             .cancel_build(pb::CancelBuildRequest {
                 index: index.clone(),

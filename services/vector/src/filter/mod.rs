@@ -1,4 +1,4 @@
-//! Filtered search (ADR 0016): a typed condition on an index's payload
+//! Filtered search (ADR 0017): a typed condition on an index's payload
 //! columns, the per-column forms it is evaluated on, and the planner that
 //! picks, per query, between a filtered graph walk and an exact scan of
 //! the matching rows.

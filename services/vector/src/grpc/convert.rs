@@ -8,9 +8,10 @@ use lakehouse_shared::{names, request_id};
 use crate::Metric;
 use crate::error::Error;
 use crate::hnsw::HnswParams;
+use crate::limits::{DEFAULT_K, MAX_EF_SEARCH, MAX_K};
 use crate::progress::{Phase, Progress};
 use crate::record::{GenerationRecord, GenerationState};
-use crate::service::{DEFAULT_K, IndexView, MAX_EF_SEARCH, MAX_K};
+use crate::service::IndexView;
 
 pub(super) fn name(kind: &'static str, text: &str) -> Result<String, Error> {
     names::validate(kind, text)?;

@@ -1,6 +1,7 @@
 //! The tonic adapter: validates and converts requests (destructuring every
 //! message, so a new proto field fails the build until it is handled),
-//! delegates to [`VectorService`], converts results. Errors become statuses
+//! delegates to [`VectorService`] (indexes, search, generations, cache) or
+//! [`TrialService`] (eval sets, trials, tuning), converts results. Errors become statuses
 //! with `google.rpc.ErrorInfo` here and nowhere else.
 
 use std::sync::Arc;
@@ -13,11 +14,11 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::filter::plan::Plan;
+use crate::limits::{DEFAULT_EF_SEARCH, DEFAULT_RETAINED, MAX_BATCH_QUERIES};
 use crate::record::{GenerationRecord, IndexDefinition};
 use crate::search::{Queries, SearchQuery};
-use crate::service::{
-    DEFAULT_EF_SEARCH, DEFAULT_RETAINED, MAX_BATCH_QUERIES, NewIndex, VectorService,
-};
+use crate::service::{NewIndex, VectorService};
+use crate::trials::TrialService;
 
 mod build_stream;
 mod convert;
@@ -35,15 +36,21 @@ use payload::search_hits;
 #[derive(Debug, Clone)]
 pub struct VectorGrpc {
     service: Arc<VectorService>,
+    trials: Arc<TrialService>,
     max_message_bytes: usize,
 }
 
 impl VectorGrpc {
-    /// The adapter over `service`, whose messages may reach
-    /// `max_message_bytes`.
-    pub fn new(service: Arc<VectorService>, max_message_bytes: usize) -> Self {
+    /// The adapter over the index and trial services, whose messages may
+    /// reach `max_message_bytes`.
+    pub fn new(
+        service: Arc<VectorService>,
+        trials: Arc<TrialService>,
+        max_message_bytes: usize,
+    ) -> Self {
         Self {
             service,
+            trials,
             max_message_bytes,
         }
     }
@@ -374,70 +381,70 @@ impl Rpc for VectorGrpc {
         &self,
         request: Request<pb::CreateEvalSetRequest>,
     ) -> Result<Response<pb::CreateEvalSetResponse>, Status> {
-        trials::create_eval_set(&self.service, request.into_inner()).await
+        trials::create_eval_set(&self.trials, request.into_inner()).await
     }
 
     async fn get_eval_set(
         &self,
         request: Request<pb::GetEvalSetRequest>,
     ) -> Result<Response<pb::GetEvalSetResponse>, Status> {
-        trials::get_eval_set(&self.service, request.into_inner()).await
+        trials::get_eval_set(&self.trials, request.into_inner()).await
     }
 
     async fn list_eval_sets(
         &self,
         request: Request<pb::ListEvalSetsRequest>,
     ) -> Result<Response<pb::ListEvalSetsResponse>, Status> {
-        trials::list_eval_sets(&self.service, request.into_inner()).await
+        trials::list_eval_sets(&self.trials, request.into_inner()).await
     }
 
     async fn delete_eval_set(
         &self,
         request: Request<pb::DeleteEvalSetRequest>,
     ) -> Result<Response<pb::DeleteEvalSetResponse>, Status> {
-        trials::delete_eval_set(&self.service, request.into_inner()).await
+        trials::delete_eval_set(&self.trials, request.into_inner()).await
     }
 
     async fn run_trial(
         &self,
         request: Request<pb::RunTrialRequest>,
     ) -> Result<Response<Self::RunTrialStream>, Status> {
-        trials::run_trial(&self.service, request.into_inner()).await
+        trials::run_trial(&self.trials, request.into_inner()).await
     }
 
     async fn cancel_trial_run(
         &self,
         request: Request<pb::CancelTrialRunRequest>,
     ) -> Result<Response<pb::CancelTrialRunResponse>, Status> {
-        trials::cancel_trial_run(&self.service, request.into_inner())
+        trials::cancel_trial_run(&self.trials, request.into_inner())
     }
 
     async fn list_trials(
         &self,
         request: Request<pb::ListTrialsRequest>,
     ) -> Result<Response<pb::ListTrialsResponse>, Status> {
-        trials::list_trials(&self.service, request.into_inner()).await
+        trials::list_trials(&self.trials, request.into_inner()).await
     }
 
     async fn get_trial(
         &self,
         request: Request<pb::GetTrialRequest>,
     ) -> Result<Response<pb::GetTrialResponse>, Status> {
-        trials::get_trial(&self.service, request.into_inner()).await
+        trials::get_trial(&self.trials, request.into_inner()).await
     }
 
     async fn best_trial(
         &self,
         request: Request<pb::BestTrialRequest>,
     ) -> Result<Response<pb::BestTrialResponse>, Status> {
-        trials::best_trial(&self.service, request.into_inner()).await
+        trials::best_trial(&self.trials, request.into_inner()).await
     }
 
     async fn tune_index(
         &self,
         request: Request<pb::TuneIndexRequest>,
     ) -> Result<Response<Self::TuneIndexStream>, Status> {
-        trials::tune_index(&self.service, request.into_inner()).await
+        trials::tune_index(&self.trials, request.into_inner()).await
     }
 
     async fn get_cache_stats(

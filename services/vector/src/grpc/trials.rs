@@ -16,14 +16,14 @@ use super::EventStream;
 use super::convert::{k, name, params, params_pb, progress_pb, request_id_of};
 use crate::error::Error;
 use crate::hnsw::HnswParams;
-use crate::service::VectorService;
 use crate::trials::eval_set::{EvalSetRecord, Source};
 use crate::trials::rank::{Figure, Objective};
 use crate::trials::record::TrialRecord;
 use crate::trials::run::{Run, RunEvent, RunOutcome};
 use crate::trials::tune::{DEFAULT_MAX_BUILDS, DEFAULT_MIN_RECALL};
 use crate::trials::{
-    DEFAULT_QUERY_COUNT, EvalQueries, NewEvalSet, NewTrial, TrialFilter, TrialTicket, TuneRequest,
+    DEFAULT_QUERY_COUNT, EvalQueries, NewEvalSet, NewTrial, TrialFilter, TrialService, TrialTicket,
+    TuneRequest,
 };
 use lakehouse_shared::status::to_status;
 
@@ -123,7 +123,7 @@ fn trial_k(value: u32) -> Result<Option<usize>, Error> {
 }
 
 pub(super) async fn create_eval_set(
-    service: &Arc<VectorService>,
+    service: &Arc<TrialService>,
     request: pb::CreateEvalSetRequest,
 ) -> Result<Response<pb::CreateEvalSetResponse>, Status> {
     let pb::CreateEvalSetRequest {
@@ -172,7 +172,7 @@ pub(super) async fn create_eval_set(
 }
 
 pub(super) async fn get_eval_set(
-    service: &Arc<VectorService>,
+    service: &Arc<TrialService>,
     request: pb::GetEvalSetRequest,
 ) -> Result<Response<pb::GetEvalSetResponse>, Status> {
     let pb::GetEvalSetRequest { name: set_name } = request;
@@ -183,7 +183,7 @@ pub(super) async fn get_eval_set(
 }
 
 pub(super) async fn list_eval_sets(
-    service: &Arc<VectorService>,
+    service: &Arc<TrialService>,
     request: pb::ListEvalSetsRequest,
 ) -> Result<Response<pb::ListEvalSetsResponse>, Status> {
     let pb::ListEvalSetsRequest {
@@ -205,7 +205,7 @@ pub(super) async fn list_eval_sets(
 }
 
 pub(super) async fn delete_eval_set(
-    service: &Arc<VectorService>,
+    service: &Arc<TrialService>,
     request: pb::DeleteEvalSetRequest,
 ) -> Result<Response<pb::DeleteEvalSetResponse>, Status> {
     let pb::DeleteEvalSetRequest {
@@ -219,7 +219,7 @@ pub(super) async fn delete_eval_set(
 }
 
 pub(super) async fn run_trial(
-    service: &Arc<VectorService>,
+    service: &Arc<TrialService>,
     request: pb::RunTrialRequest,
 ) -> Result<Response<EventStream<pb::RunTrialResponse>>, Status> {
     let pb::RunTrialRequest {
@@ -257,7 +257,7 @@ pub(super) async fn run_trial(
 }
 
 pub(super) fn cancel_trial_run(
-    service: &Arc<VectorService>,
+    service: &Arc<TrialService>,
     request: pb::CancelTrialRunRequest,
 ) -> Result<Response<pb::CancelTrialRunResponse>, Status> {
     let pb::CancelTrialRunRequest { run_id } = request;
@@ -269,7 +269,7 @@ pub(super) fn cancel_trial_run(
 }
 
 pub(super) async fn list_trials(
-    service: &Arc<VectorService>,
+    service: &Arc<TrialService>,
     request: pb::ListTrialsRequest,
 ) -> Result<Response<pb::ListTrialsResponse>, Status> {
     let pb::ListTrialsRequest {
@@ -324,7 +324,7 @@ pub(super) async fn list_trials(
 }
 
 pub(super) async fn get_trial(
-    service: &Arc<VectorService>,
+    service: &Arc<TrialService>,
     request: pb::GetTrialRequest,
 ) -> Result<Response<pb::GetTrialResponse>, Status> {
     let pb::GetTrialRequest { index, trial_id } = request;
@@ -337,7 +337,7 @@ pub(super) async fn get_trial(
 }
 
 pub(super) async fn best_trial(
-    service: &Arc<VectorService>,
+    service: &Arc<TrialService>,
     request: pb::BestTrialRequest,
 ) -> Result<Response<pb::BestTrialResponse>, Status> {
     let pb::BestTrialRequest {
@@ -361,7 +361,7 @@ pub(super) async fn best_trial(
 }
 
 pub(super) async fn tune_index(
-    service: &Arc<VectorService>,
+    service: &Arc<TrialService>,
     request: pb::TuneIndexRequest,
 ) -> Result<Response<EventStream<pb::TuneIndexResponse>>, Status> {
     let pb::TuneIndexRequest {

@@ -127,6 +127,32 @@ impl IndexEntry {
         self.damaged.as_deref()
     }
 
+    /// Why an index without a searchable generation cannot serve a search
+    /// or a trial yet: its load failed, its first build is still running,
+    /// or its builds failed. One answer for searches and trials alike.
+    pub fn not_ready(&self) -> Error {
+        if let Some(reason) = self.load_error() {
+            return Error::IndexUnavailable {
+                index: self.name.clone(),
+                reason,
+            };
+        }
+        let building = !self.builds.lock().is_empty();
+        if building {
+            Error::IndexNotReady {
+                index: self.name.clone(),
+                state: "still building its first generation",
+                hint: "watch it with GetIndex and search when it is READY",
+            }
+        } else {
+            Error::IndexNotReady {
+                index: self.name.clone(),
+                state: "without a ready generation (its build failed)",
+                hint: "see the error in GetIndex, then RebuildIndex",
+            }
+        }
+    }
+
     fn set_active(&self, loaded: Arc<LoadedGeneration>) {
         *self.active.write() = Some(loaded);
         *self.load_error.lock() = None;

@@ -7,29 +7,28 @@ use std::time::Instant;
 
 use arrow::array::{Array as _, StringArray};
 use chrono::Utc;
-use lakehouse_client::GrpcObjectStore;
-use object_store::ObjectStore;
 
 use super::eval_set::{self, EvalSetRecord, Query, Source};
+use super::service::TrialService;
+use super::state::{EvalQueries, MAX_QUERY_COUNT, NewEvalSet};
+use crate::checks::prepare_vector;
 use crate::embeddings::{self, DataFile, LoadSpec};
 use crate::error::{Error, Result};
-use crate::service::VectorService;
 
-use super::state::{EvalQueries, MAX_QUERY_COUNT, NewEvalSet, prepare_vector};
-impl VectorService {
+impl TrialService {
     /// Creates an eval set: queries and their exact top-k, stored.
     pub async fn create_eval_set(&self, new: NewEvalSet) -> Result<EvalSetRecord> {
-        self.check_ready()?;
-        if let Some(existing) = self.trials.evals.read(&new.name).await? {
+        self.context.check_ready()?;
+        if let Some(existing) = self.state.evals.read(&new.name).await? {
             if new.request_id.is_some() && existing.request_id == new.request_id {
                 return Ok(existing);
             }
             return Err(Error::EvalSetExists { name: new.name });
         }
-        let entry = self.entry(&new.index)?;
+        let entry = self.registry.usable(&new.index)?;
         let active = entry.active();
         let Some(active) = active else {
-            return Err(self.not_ready(&new.index, &entry));
+            return Err(entry.not_ready());
         };
         let (dim, metric, n) = (
             active.graph.dim(),
@@ -113,7 +112,7 @@ impl VectorService {
             ));
         }
         let query_count = queries.len();
-        let (k, pool) = (new.k, self.trials.pool.clone());
+        let (k, pool) = (new.k, self.state.pool.clone());
         let started = Instant::now();
         let truth = tokio::task::spawn_blocking(move || {
             pool.install(|| eval_set::ground_truth(&vectors, dim, metric, queries, k))
@@ -144,7 +143,7 @@ impl VectorService {
             ground_truth_ms,
             request_id: new.request_id,
         };
-        self.trials.evals.write(&record, parquet).await?;
+        self.state.evals.write(&record, parquet).await?;
         tracing::info!(eval_set = %record.name, index = %record.index, queries = query_count, k, ground_truth_ms, "eval set created");
         Ok(record)
     }
@@ -156,7 +155,7 @@ impl VectorService {
         column: &str,
         normalize: bool,
     ) -> Result<Arc<embeddings::Embeddings>> {
-        let manifest = self.dataset(dataset, true).await?;
+        let manifest = self.context.dataset(dataset, true).await?;
         let spec = LoadSpec {
             dataset: dataset.to_owned(),
             version: manifest.version,
@@ -166,11 +165,9 @@ impl VectorService {
         };
         let files = DataFile::of(&manifest);
         let estimate = files.iter().map(|f| f.size).sum();
-        let store: Arc<dyn ObjectStore> = Arc::new(GrpcObjectStore::new(
-            self.storage.clone(),
-            manifest.bucket.clone(),
-        ));
-        self.cache()
+        let store = self.context.bucket(&manifest.bucket);
+        self.context
+            .cache()
             .get_or_load(&spec, estimate, || {
                 embeddings::load(store, &files, &spec, Arc::new(AtomicU64::new(0)))
             })
@@ -179,7 +176,7 @@ impl VectorService {
 
     /// One eval set.
     pub async fn get_eval_set(&self, name: &str) -> Result<EvalSetRecord> {
-        self.trials
+        self.state
             .evals
             .read(name)
             .await?
@@ -190,7 +187,7 @@ impl VectorService {
 
     /// Every eval set (of `index`, when given), by name.
     pub async fn list_eval_sets(&self, index: Option<&str>) -> Result<Vec<EvalSetRecord>> {
-        let mut sets = self.trials.evals.list().await?;
+        let mut sets = self.state.evals.list().await?;
         if let Some(index) = index {
             sets.retain(|s| s.index == index);
         }
@@ -202,17 +199,17 @@ impl VectorService {
         let key = request_id.map(|id| format!("delete-eval/{name}/{id}"));
         if key
             .as_ref()
-            .is_some_and(|k| self.trials.replies.get(k).is_some())
+            .is_some_and(|k| self.state.replies.get(k).is_some())
         {
             return Ok(());
         }
-        if !self.trials.evals.delete(name).await? {
+        if !self.state.evals.delete(name).await? {
             return Err(Error::EvalSetNotFound {
                 name: name.to_owned(),
             });
         }
         if let Some(key) = key {
-            self.trials.replies.record(key, name.to_owned());
+            self.state.replies.record(key, name.to_owned());
         }
         Ok(())
     }

@@ -2,11 +2,11 @@
 
 use super::rank::{self, Best, Figure, Objective};
 use super::record::TrialRecord;
-use crate::error::{Error, Result};
-use crate::service::VectorService;
-
+use super::service::TrialService;
 use super::state::TrialFilter;
-impl VectorService {
+use crate::error::{Error, Result};
+
+impl TrialService {
     /// Trials of `index` that pass `filter`, ordered by `order`, each with
     /// its sort key (the page position).
     pub async fn list_trials(
@@ -16,7 +16,7 @@ impl VectorService {
         order: Figure,
     ) -> Result<Vec<(String, TrialRecord)>> {
         let mut trials: Vec<(String, TrialRecord)> = self
-            .trials
+            .state
             .journal
             .trials(index)
             .await?
@@ -30,7 +30,7 @@ impl VectorService {
 
     /// One trial.
     pub async fn get_trial(&self, index: &str, trial_id: &str) -> Result<TrialRecord> {
-        self.trials
+        self.state
             .journal
             .trials(index)
             .await?
@@ -52,7 +52,7 @@ impl VectorService {
         objective: Objective,
     ) -> Result<(TrialRecord, usize)> {
         let trials: Vec<TrialRecord> = self
-            .trials
+            .state
             .journal
             .trials(index)
             .await?

@@ -1,7 +1,10 @@
 //! The tuning half of the vector service: eval sets (queries with exact
 //! ground truth), trials (a build measured against an eval set, journaled
 //! as data), BestTrial, and TuneIndex (successive halving over build
-//! parameters).
+//! parameters). [`TrialService`] is a service of its own beside
+//! [`crate::VectorService`]: it holds the index registry and the shared
+//! context by `Arc` and never the index service, which knows nothing of
+//! trials.
 //!
 //! Trials build on the vectors of the index's active generation, which are
 //! already in memory (after a build they are the embedding cache's own
@@ -19,11 +22,13 @@ pub mod rank;
 pub mod record;
 pub mod run;
 mod run_ops;
+mod service;
 mod state;
 pub mod tune;
 mod tune_ops;
 
+pub use service::TrialService;
 pub use state::{
     DEFAULT_QUERY_COUNT, EvalQueries, MAX_QUERY_COUNT, MAX_SWEEP, NewEvalSet, NewTrial,
-    TrialFilter, TrialState, TrialTicket, TuneRequest, prepare_vector,
+    TrialFilter, TrialState, TrialTicket, TuneRequest,
 };

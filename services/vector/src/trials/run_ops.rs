@@ -13,29 +13,20 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::measure::{self, EvalQuery};
 use super::record::TrialRecord;
 use super::run::{Run, RunOutcome};
+use super::service::TrialService;
+use super::state::{MAX_SWEEP, NewTrial, Setup, TrialTicket, trial_memory};
 use crate::Metric;
 use crate::error::{Error, Result};
 use crate::generation::LoadedGeneration;
 use crate::hnsw::{self, Graph, HnswParams};
+use crate::limits::{LEVEL_SEED, MAX_EF_SEARCH};
 use crate::progress::{Phase, Progress};
-use crate::service::{LEVEL_SEED, MAX_EF_SEARCH, VectorService};
 
-use super::state::{MAX_SWEEP, NewTrial, Setup, TrialTicket, trial_memory};
-impl VectorService {
-    /// Tells every running trial run to stop; returns how many were running.
-    pub(crate) fn cancel_trial_runs(&self) -> usize {
-        self.trials.runs.cancel_all()
-    }
-
-    /// Trial runs not yet ended.
-    pub(crate) fn running_trial_runs(&self) -> usize {
-        self.trials.runs.running()
-    }
-
+impl TrialService {
     /// Stops a run; false when it had already ended.
     pub fn cancel_trial_run(&self, run_id: &str) -> Result<bool> {
         let run = self
-            .trials
+            .state
             .runs
             .get(run_id)
             .ok_or_else(|| Error::TrialRunNotFound {
@@ -49,8 +40,8 @@ impl VectorService {
     }
 
     pub(super) fn replayed_run(&self, key: Option<&str>) -> Option<TrialTicket> {
-        let run_id = self.trials.replies.get(key?)?;
-        let run = self.trials.runs.get(&run_id)?;
+        let run_id = self.state.replies.get(key?)?;
+        let run = self.state.runs.get(&run_id)?;
         Some(TrialTicket {
             run,
             replayed: true,
@@ -64,10 +55,10 @@ impl VectorService {
         eval_set: &str,
         k: Option<usize>,
     ) -> Result<Setup> {
-        let entry = self.entry(index)?;
+        let entry = self.registry.usable(index)?;
         let active = entry.active();
         let Some(active) = active else {
-            return Err(self.not_ready(index, &entry));
+            return Err(entry.not_ready());
         };
         let eval = self.get_eval_set(eval_set).await?;
         if eval.index != index {
@@ -101,7 +92,7 @@ impl VectorService {
                 ));
             }
         };
-        let queries = Arc::new(self.trials.evals.queries(&eval).await?);
+        let queries = Arc::new(self.state.evals.queries(&eval).await?);
         Ok(Setup {
             entry,
             active,
@@ -119,10 +110,10 @@ impl VectorService {
         sample: bool,
     ) -> Result<()> {
         let needed = trial_memory(n, dim, params, sample);
-        if needed > self.trials.memory_budget {
+        if needed > self.state.memory_budget {
             return Err(Error::TrialMemoryBudget {
                 needed,
-                budget: self.trials.memory_budget,
+                budget: self.state.memory_budget,
             });
         }
         Ok(())
@@ -130,8 +121,8 @@ impl VectorService {
 
     /// Starts a RunTrial (or replays one with the same request id).
     pub async fn run_trial(self: &Arc<Self>, new: NewTrial) -> Result<TrialTicket> {
-        self.check_ready()?;
-        self.check_accepting_work()?;
+        self.context.check_ready()?;
+        self.context.check_accepting_work()?;
         let key = new
             .request_id
             .as_ref()
@@ -163,9 +154,9 @@ impl VectorService {
             new.params,
             false,
         )?;
-        let run = self.trials.runs.start("trial", &new.index, &new.eval_set);
+        let run = self.state.runs.start("trial", &new.index, &new.eval_set);
         if let Some(key) = key {
-            self.trials.replies.record(key, run.id.clone());
+            self.state.replies.record(key, run.id.clone());
         }
         let service = self.clone();
         let task_run = run.clone();
@@ -191,7 +182,7 @@ impl VectorService {
     ) -> Result<OwnedSemaphorePermit> {
         run.progress(progress(Phase::Queued, 0, 0, started));
         tokio::select! {
-            permit = self.trials.slots.clone().acquire_owned() => permit.map_err(|_| Error::Task("trial slot")),
+            permit = self.state.slots.clone().acquire_owned() => permit.map_err(|_| Error::Task("trial slot")),
             () = wait_cancelled(run) => Err(Error::TrialRunCancelled { run_id: run.id.clone() }),
         }
     }
@@ -209,7 +200,7 @@ impl VectorService {
         let total = (vectors.len() / dim.max(1)) as u64;
         run.control.inserted.store(0, Ordering::Relaxed);
         run.progress(progress(Phase::Inserting, 0, total, started));
-        let (pool, control) = (self.trials.pool.clone(), run.control.clone());
+        let (pool, control) = (self.state.pool.clone(), run.control.clone());
         let build_started = Instant::now();
         let mut work = tokio::task::spawn_blocking(move || {
             hnsw::build(vectors, dim, metric, params, LEVEL_SEED, &pool, &control)
@@ -258,7 +249,7 @@ impl VectorService {
             started,
         ));
         let (generation, queries) = (generation.clone(), queries.clone());
-        let pool = self.trials.pool.clone();
+        let pool = self.state.pool.clone();
         tokio::task::spawn_blocking(move || {
             pool.install(|| measure::measure(&generation.graph, &queries, k, ef as usize))
         })
@@ -293,7 +284,7 @@ impl VectorService {
             latency: measured.latency,
             queries_per_second: measured.queries_per_second,
             build_duration_ms: build_ms,
-            build_threads: self.trials.threads as u32,
+            build_threads: self.state.threads as u32,
             memory_bytes: (generation.graph.links_bytes() + generation.graph.vectors().len() * 4)
                 as u64
                 + row_bytes * n as u64,
@@ -306,7 +297,7 @@ impl VectorService {
 
     /// Journals a trial, then shows it on the run's stream.
     pub(super) async fn journal_trial(&self, run: &Run, trial: TrialRecord) -> Result<TrialRecord> {
-        self.trials
+        self.state
             .journal
             .append(&trial.index, std::slice::from_ref(&trial))
             .await?;

@@ -15,9 +15,8 @@ use super::measure::EvalQuery;
 use super::rank::Objective;
 use super::record::TrialRecord;
 use super::run::{Run, Runs};
-use crate::Metric;
 use crate::config::VectorConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::generation::LoadedGeneration;
 use crate::hnsw::HnswParams;
 use crate::registry::IndexEntry;
@@ -199,39 +198,6 @@ pub fn trial_memory(n: usize, dim: usize, params: HnswParams, sample: bool) -> u
     let links = (n as u64) * (16 * params.m as u64 + 40) * 11 / 10;
     let copy = if sample { (n * dim * 4) as u64 } else { 0 };
     links + copy
-}
-
-/// Checks one vector against an index and prepares it for the metric.
-pub fn prepare_vector(index: &str, dim: usize, metric: Metric, vector: &mut [f32]) -> Result<()> {
-    if vector.len() != dim {
-        return Err(Error::WrongDimensions {
-            index: index.to_owned(),
-            expected: dim,
-            got: vector.len(),
-        });
-    }
-    if vector.iter().any(|v| !v.is_finite()) {
-        return Err(Error::invalid(
-            "vector",
-            "components must be finite numbers",
-        ));
-    }
-    if let Some(problem) =
-        crate::checks::magnitude_problem(vector, crate::checks::squared_norm(vector))
-    {
-        return Err(Error::invalid("vector", problem));
-    }
-    if metric.normalizes() {
-        let norm = Metric::norm(vector);
-        if norm == 0.0 {
-            return Err(Error::invalid(
-                "vector",
-                "a zero vector has no cosine direction",
-            ));
-        }
-        vector.iter_mut().for_each(|v| *v /= norm);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

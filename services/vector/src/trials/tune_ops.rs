@@ -11,6 +11,9 @@ use super::measure::EvalQuery;
 use super::rank::{self, Best};
 use super::record::TrialRecord;
 use super::run::{Run, RunOutcome};
+use super::run_ops::progress;
+use super::service::TrialService;
+use super::state::{Setup, TrialTicket, TuneRequest};
 use super::tune;
 use crate::error::{Error, Result};
 use crate::generation::LoadedGeneration;
@@ -18,15 +21,12 @@ use crate::hnsw::HnswParams;
 use crate::progress::Phase;
 use crate::record::GenerationState;
 use crate::registry::{IndexEntry, Outcome, Reserved};
-use crate::service::VectorService;
 
-use super::run_ops::progress;
-use super::state::{Setup, TrialTicket, TuneRequest};
-impl VectorService {
+impl TrialService {
     /// Starts a TuneIndex (or replays one with the same request id).
     pub async fn tune_index(self: &Arc<Self>, request: TuneRequest) -> Result<TrialTicket> {
-        self.check_ready()?;
-        self.check_accepting_work()?;
+        self.context.check_ready()?;
+        self.context.check_accepting_work()?;
         let key = request
             .request_id
             .as_ref()
@@ -47,11 +47,11 @@ impl VectorService {
             self.check_trial_memory(n, dim, *params, false)?;
         }
         let run = self
-            .trials
+            .state
             .runs
             .start("tune", &request.index, &request.eval_set);
         if let Some(key) = key {
-            self.trials.replies.record(key, run.id.clone());
+            self.state.replies.record(key, run.id.clone());
         }
         let service = self.clone();
         let task_run = run.clone();
@@ -262,7 +262,7 @@ impl VectorService {
         let (dim, metric, n, k) = (graph.dim(), graph.metric(), graph.len(), setup.k);
         let vectors = graph.vectors().clone();
         let queries = setup.queries.clone();
-        let pool = self.trials.pool.clone();
+        let pool = self.state.pool.clone();
         tokio::task::spawn_blocking(move || {
             let mut rows = eval_set::sample_rows(n, size, seed ^ 0x5a3c_0de5);
             rows.sort_unstable();

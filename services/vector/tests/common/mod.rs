@@ -1,125 +1,47 @@
-//! The stack the vector gRPC tests run against: storage + catalog +
-//! vector on one loopback server over a temporary folder, as in `serve all`.
+//! What only the vector tests need: the seeded rows, CreateIndex requests,
+//! and `stack.dataset(...)`, which registers Parquet parts with the catalog.
+//! The stack (storage + catalog + vector on one loopback server over a
+//! folder, as in `serve all`) is the test kit's.
 
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{
     ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow::datatypes::{DataType, Field};
-use lakehouse_catalog::{CatalogConfig, CatalogRuntime};
-use lakehouse_client::{GrpcObjectStore, VectorClient};
 use lakehouse_proto::catalog::v1 as catalog_pb;
 use lakehouse_proto::vector::v1 as pb;
-use lakehouse_shared::secrets::StaticSecrets;
-use lakehouse_shared::server::GrpcServer;
-use lakehouse_shared::testing::{free_port, server_config};
-use lakehouse_storage::{StorageConfig, StorageRuntime};
-use lakehouse_vector::{VectorConfig, VectorRuntime};
+use lakehouse_vector::VectorConfig;
 use object_store::{ObjectStoreExt as _, PutPayload};
-use tokio_util::sync::CancellationToken;
+
+pub use lakehouse_testkit::Stack;
 
 pub const DIM: usize = 32;
 
-/// Storage + catalog + vector on one loopback server over `dir`.
-pub struct Stack {
-    pub addr: String,
-    pub vector: VectorRuntime,
-    stop: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
+/// The kit's stack with the vector service over `dir` (kept by the caller,
+/// so a test can stop the stack, change files, and start another).
+pub async fn start(dir: &Path) -> Stack {
+    start_with(dir, VectorConfig::default()).await
 }
 
-impl Stack {
-    pub async fn start(dir: &Path) -> Self {
-        Self::start_with(dir, VectorConfig::default()).await
-    }
+/// The stack with these vector settings.
+pub async fn start_with(dir: &Path, config: VectorConfig) -> Stack {
+    Stack::builder().vector(config).start_in(dir).await
+}
 
-    /// The stack with these vector settings.
-    pub async fn start_with(dir: &Path, config: VectorConfig) -> Self {
-        let port = free_port();
-        let addr = format!("http://127.0.0.1:{port}");
-        let storage = StorageRuntime::start(
-            &StorageConfig {
-                buckets_config: None,
-                journal_flush_interval: Duration::from_secs(1),
-                probe_timeout: Duration::from_secs(2),
-                ..Default::default()
-            },
-            dir,
-            Arc::new(StaticSecrets::default()),
-        )
-        .await
-        .expect("storage");
-        let catalog = CatalogRuntime::start(
-            &CatalogConfig {
-                catalog_url: None,
-                catalog_max_connections: 4,
-                catalog_acquire_timeout: Duration::from_secs(10),
-                catalog_resync_concurrency: 4,
-            },
-            dir,
-            &addr,
-        )
-        .await
-        .expect("catalog");
-        let vector = VectorRuntime::start(&config, &addr, &addr).expect("vector");
-        let server = GrpcServer::new(server_config())
-            .add_service(storage.service(64 << 20))
-            .add_service(catalog.service(64 << 20))
-            .add_gated_service(
-                vector.grpc(config.max_message_bytes as usize),
-                vector.ready(),
-            );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("listen");
-        let stop = CancellationToken::new();
-        let serving = server.serve(listener, stop.clone());
-        let server = tokio::spawn(async move {
-            serving.await.expect("serve");
-            drop((storage, catalog));
-        });
-        let loader = vector.clone();
-        tokio::spawn(async move { loader.load_persisted().await });
-        let mut ready = vector.ready();
-        tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r))
-            .await
-            .expect("vector ready in time")
-            .expect("ready channel");
-        Self {
-            addr,
-            vector,
-            stop,
-            server,
-        }
-    }
+/// The vector tests' datasets on the kit's stack.
+pub trait VectorStack {
+    /// Writes each of `parts` as a Snappy Parquet file (pandas' and
+    /// pyarrow's default) under the dataset's folder and registers them by
+    /// resync.
+    async fn dataset(&self, name: &str, parts: &[RecordBatch]);
+}
 
-    pub async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.server.await;
-    }
-
-    pub fn client(&self) -> VectorClient {
-        lakehouse_client::vector(lakehouse_client::connect_lazy(&self.addr).expect("addr"))
-    }
-
-    pub fn catalog(&self) -> lakehouse_client::CatalogClient {
-        lakehouse_client::catalog(lakehouse_client::connect_lazy(&self.addr).expect("addr"))
-    }
-
-    pub fn store(&self) -> GrpcObjectStore {
-        let storage =
-            lakehouse_client::storage(lakehouse_client::connect_lazy(&self.addr).expect("addr"));
-        GrpcObjectStore::new(storage, "")
-    }
-
-    /// Writes `batch` as a Snappy Parquet file (pandas' and pyarrow's
-    /// default) under the dataset's folder and registers it by resync.
-    pub async fn dataset(&self, name: &str, parts: &[RecordBatch]) {
+impl VectorStack for Stack {
+    async fn dataset(&self, name: &str, parts: &[RecordBatch]) {
         let _ = self
             .catalog()
             .create_dataset(catalog_pb::CreateDatasetRequest {
@@ -137,7 +59,7 @@ impl Stack {
                     .expect("writer");
             writer.write(batch).expect("write");
             writer.close().expect("close");
-            self.store()
+            self.object_store()
                 .put(
                     &object_store::path::Path::from(format!("datasets/{name}/part-{i}.parquet")),
                     PutPayload::from(bytes),
