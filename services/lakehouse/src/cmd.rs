@@ -100,6 +100,27 @@ pub fn exit_for(error: &(dyn std::error::Error + 'static)) -> ExitCode {
         eprintln!("error: Unavailable [SERVER_UNREACHABLE]: {unreachable}");
         return ExitCode::from(UNAVAILABLE);
     }
+    // A call whose connection broke under it: the status is the client
+    // transport's own (it has a source; a server's answer never does),
+    // and its text ("transport error", "h2 protocol error") names no
+    // cause a person can act on. On a first call it almost always means
+    // something other than a Lakehouse server listens at --addr.
+    if let Some(status) = chain(error).find_map(|e| e.downcast_ref::<tonic::Status>())
+        && std::error::Error::source(status).is_some()
+        && matches!(
+            status.code(),
+            Code::Internal | Code::Unknown | Code::Cancelled
+        )
+    {
+        let address = ADDRESS.get().map_or("the server", String::as_str);
+        eprintln!(
+            "error: Unavailable [CONNECTION_BROKEN]: the connection to {address} broke during the call ({}): \
+             is --addr a Lakehouse server's address? An HTTP server, a database or another \
+             program there answers like this",
+            status.message()
+        );
+        return ExitCode::from(UNAVAILABLE);
+    }
     // The server's status, also when object_store (GrpcObjectStore, under
     // `objects`) carries it as the source of its own error: its code,
     // reason and message are the standard line, not object_store's text.
@@ -140,6 +161,10 @@ fn store_code(error: &object_store::Error) -> Code {
         _ => Code::Unknown,
     }
 }
+
+/// The address the command connected to, for errors that only the
+/// connection explains.
+pub static ADDRESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Exit 1: failed.
 const FAILED: u8 = 1;
@@ -233,6 +258,7 @@ macro_rules! target {
         impl $name {
             /// A connected channel with the token attached to every call.
             pub async fn channel(&self) -> Result<lakehouse_client::TracedChannel> {
+                let _ = crate::cmd::ADDRESS.set(self.addr.clone());
                 Ok(lakehouse_client::connect_with(&self.addr, self.auth.token.as_ref()).await?)
             }
         }
