@@ -54,6 +54,9 @@ pub enum CliError {
     /// The ingest ran and did not succeed.
     #[error("ingest {state}: {error}")]
     IngestFailed { state: String, error: String },
+    /// A cancel found nothing running to stop.
+    #[error("{what}")]
+    NothingRunning { what: String },
     /// A server stream ended without its final message.
     #[error("the server ended the {call} stream without a result")]
     NoResult { call: &'static str },
@@ -67,6 +70,9 @@ impl CliError {
             | CliError::UnknownMetric { .. }
             | CliError::BadWhere(_)
             | CliError::BadVector { .. } => 2,
+            // Wrong state, as the server's FAILED_PRECONDITION for a
+            // generation that is not building.
+            CliError::NothingRunning { .. } => 4,
             CliError::ReadFile { source, .. } | CliError::WriteFile { source, .. }
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
