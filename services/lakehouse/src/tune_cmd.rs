@@ -102,15 +102,15 @@ async fn run(args: &TuneArgs, started: Started) -> Result<ExitCode> {
             Some(Event::Progress(p)) => {
                 let phase_changed = status.progress(&p);
                 if progress.is_bar() {
-                    progress.step(status.builds_made(), status.length(), status.summary());
+                    progress.step(status.builds_made(), status.length(), status.summary(true));
                 } else if phase_changed {
-                    progress.note(status.summary());
+                    progress.note(status.summary(false));
                 }
             }
             Some(Event::Trial(t)) => {
                 status.trial(&t);
                 if progress.is_bar() {
-                    progress.step(status.builds_made(), status.length(), status.summary());
+                    progress.step(status.builds_made(), status.length(), status.summary(true));
                 } else {
                     progress.note(format!("{}\ttrial {}", status.overall(), trial_line(&t)));
                 }
@@ -282,9 +282,18 @@ impl TuneStatus {
         )
     }
 
-    /// The overall line: counts, the current step, the best so far.
-    fn summary(&self) -> String {
-        let mut text = self.overall();
+    /// The overall line: counts, the current step, the best so far. On
+    /// the bar, which draws the builds as `B/T` itself, the round only.
+    fn summary(&self, bar: bool) -> String {
+        let mut text = if bar {
+            format!(
+                "builds (planned); round {}/{}",
+                self.round + 1,
+                self.plan.len().max(self.round + 1)
+            )
+        } else {
+            self.overall()
+        };
         if let Some(p) = &self.phase {
             text.push_str(&format!(", now {}", build_line(p)));
         }
@@ -359,7 +368,11 @@ mod tests {
         // The last round's trial leads, though a sample's was faster.
         let best = status.best.as_ref().map(|t| t.trial_id.as_str());
         assert_eq!(best, Some("tune-1.r1b1.ef10"));
-        assert!(status.summary().contains("best recall@10=0.9600 p50=40µs"));
+        assert!(
+            status
+                .summary(false)
+                .contains("best recall@10=0.9600 p50=40µs")
+        );
     }
 
     #[test]
@@ -384,7 +397,7 @@ mod tests {
         status.trial(&trial("r0b1", 10, 0.9, 50));
         assert!(
             status
-                .summary()
+                .summary(false)
                 .contains("best recall so far recall@10=0.9000")
         );
     }
