@@ -262,8 +262,16 @@ fn ctrl_c_says_what_goes_on_or_cancels_it() {
         "{}",
         run.stderr
     );
-    let again = cli(&server, &["trial", "cancel", &run_id, "--output", "json"]).ok("cancel");
-    assert_eq!(json(&again)["cancelled"], false, "{again}");
+    // The run stops: a cancel soon finds it ended (idempotent, false then).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let again = cli(&server, &["trial", "cancel", &run_id, "--output", "json"]).ok("cancel");
+        if json(&again)["cancelled"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never ended: {again}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // tune, default: it goes on; `trial cancel` (named) stops it.
     let mut tune = Running::start(
