@@ -472,6 +472,7 @@ async fn build(target: &VectorTarget, command: IndexCommand, started: Started) -
             drop(progress);
             print_build(out, finished, "RebuildIndex")?;
         }
+        // `index` sends only the two build verbs here.
         _ => {}
     }
     Ok(ExitCode::SUCCESS)
