@@ -11,6 +11,7 @@ mod deploy_manifests;
 mod e2e_auth;
 mod e2e_cli;
 mod e2e_cli_errors;
+mod e2e_cli_vector;
 mod e2e_crash;
 mod e2e_one_owner;
 mod e2e_serve_all;

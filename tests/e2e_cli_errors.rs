@@ -392,3 +392,29 @@ fn addresses_as_people_type_them() {
         );
     }
 }
+
+/// An address where something other than a gRPC server listens used to
+/// give `Unknown: transport error` (or `Internal: h2 protocol error`): now
+/// the standard line says the connection broke, names the address and
+/// what to check, and exits 5 like the other connection failures.
+#[test]
+fn an_address_that_is_not_a_grpc_server_says_so() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+            );
+        }
+    });
+    for args in [&["index", "ls"][..], &["datasets", "ls"], &["health"]] {
+        let error = cli_at(Some(&addr), args).fails(5, "error: Unavailable [CONNECTION_BROKEN]: ");
+        assert!(
+            error.contains(&addr) && error.contains("Lakehouse server"),
+            "{error}"
+        );
+    }
+}

@@ -216,7 +216,7 @@ pub enum Error {
 
     /// The upload's commit message does not match the bytes received.
     #[error(
-        "the upload does not match its commit: received {received_bytes} bytes with CRC32C {received_crc32c:08x}, the commit says {size_bytes} bytes with {crc32c:08x}; nothing was committed"
+        "the upload does not match its commit: received {received_bytes} bytes with CRC32C {received_crc32c:#010x} ({received_crc32c}), the commit says {size_bytes} bytes with {crc32c:#010x} ({crc32c}, the decimal IngestFileCommit.crc32c takes); nothing was committed"
     )]
     UploadCorrupt {
         /// Bytes received.
@@ -460,6 +460,24 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The checksums read as hex with `0x` and as the decimal the API takes.
+    #[test]
+    fn a_crc_mismatch_shows_hex_with_0x_and_the_api_decimal() {
+        let error = Error::UploadCorrupt {
+            received_bytes: 3,
+            received_crc32c: 42,
+            size_bytes: 4,
+            crc32c: 3_161_893_776,
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains(
+                "CRC32C 0x0000002a (42), the commit says 4 bytes with 0xbc76ab90 (3161893776"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn sqlstates_map_by_meaning() {

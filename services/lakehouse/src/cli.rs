@@ -73,17 +73,17 @@ pub enum Command {
     Storage(crate::storage_cmd::StorageArgs),
     /// Show the audit journal: write, trials and admin calls by token name.
     Audit(crate::audit_cmd::AuditArgs),
-    /// Vector indexes: create, ls, show, rebuild, generations, promote,
-    /// rollback, rm.
-    Index(crate::vector_cmd::IndexArgs),
+    /// Vector indexes: create, ls, show, rebuild, cancel, update,
+    /// generations, promote, rollback, rm, repair.
+    Index(crate::index_cmd::IndexArgs),
     /// Find the nearest neighbours of a vector (JSON array, or stdin).
     Search(crate::search_cmd::SearchArgs),
     /// Eval sets (queries with exact ground truth): create, ls.
     Eval(crate::vector_cmd::EvalArgs),
-    /// Trials: run (build + measure), ls, best.
-    Trial(crate::vector_cmd::TrialArgs),
+    /// Trials: run (build + measure), ls, best, cancel.
+    Trial(crate::trial_cmd::TrialArgs),
     /// Auto-tune an index's parameters toward a recall target.
-    Tune(crate::vector_cmd::TuneArgs),
+    Tune(crate::tune_cmd::TuneArgs),
 }
 
 /// Which service(s) a process runs.

@@ -54,6 +54,9 @@ pub enum CliError {
     /// The ingest ran and did not succeed.
     #[error("ingest {state}: {error}")]
     IngestFailed { state: String, error: String },
+    /// A cancel found nothing running to stop.
+    #[error("{what}")]
+    NothingRunning { what: String },
     /// A server stream ended without its final message.
     #[error("the server ended the {call} stream without a result")]
     NoResult { call: &'static str },
@@ -67,6 +70,9 @@ impl CliError {
             | CliError::UnknownMetric { .. }
             | CliError::BadWhere(_)
             | CliError::BadVector { .. } => 2,
+            // Wrong state, as the server's FAILED_PRECONDITION for a
+            // generation that is not building.
+            CliError::NothingRunning { .. } => 4,
             CliError::ReadFile { source, .. } | CliError::WriteFile { source, .. }
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -98,6 +104,27 @@ pub fn exit_for(error: &(dyn std::error::Error + 'static)) -> ExitCode {
         )
     }) {
         eprintln!("error: Unavailable [SERVER_UNREACHABLE]: {unreachable}");
+        return ExitCode::from(UNAVAILABLE);
+    }
+    // A call whose connection broke under it: the status is the client
+    // transport's own (it has a source; a server's answer never does),
+    // and its text ("transport error", "h2 protocol error") names no
+    // cause a person can act on. On a first call it almost always means
+    // something other than a Lakehouse server listens at --addr.
+    if let Some(status) = chain(error).find_map(|e| e.downcast_ref::<tonic::Status>())
+        && std::error::Error::source(status).is_some()
+        && matches!(
+            status.code(),
+            Code::Internal | Code::Unknown | Code::Cancelled
+        )
+    {
+        let address = ADDRESS.get().map_or("the server", String::as_str);
+        eprintln!(
+            "error: Unavailable [CONNECTION_BROKEN]: the connection to {address} broke during the call ({}): \
+             is --addr a Lakehouse server's address? An HTTP server, a database or another \
+             program there answers like this",
+            status.message()
+        );
         return ExitCode::from(UNAVAILABLE);
     }
     // The server's status, also when object_store (GrpcObjectStore, under
@@ -140,6 +167,10 @@ fn store_code(error: &object_store::Error) -> Code {
         _ => Code::Unknown,
     }
 }
+
+/// The address the command connected to, for errors that only the
+/// connection explains.
+pub static ADDRESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Exit 1: failed.
 const FAILED: u8 = 1;
@@ -233,6 +264,7 @@ macro_rules! target {
         impl $name {
             /// A connected channel with the token attached to every call.
             pub async fn channel(&self) -> Result<lakehouse_client::TracedChannel> {
+                let _ = crate::cmd::ADDRESS.set(self.addr.clone());
                 Ok(lakehouse_client::connect_with(&self.addr, self.auth.token.as_ref()).await?)
             }
         }

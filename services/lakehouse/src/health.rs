@@ -25,6 +25,17 @@ pub async fn run(args: HealthArgs) -> Result<ExitCode, Box<dyn std::error::Error
         })
         .await
         .map_err(|status| {
+            // A connection that broke under the call: as every command
+            // reports it (crate::cmd::exit_for), naming the address.
+            if std::error::Error::source(&status).is_some()
+                && matches!(
+                    status.code(),
+                    tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::Cancelled
+                )
+            {
+                let _ = crate::cmd::ADDRESS.set(args.addr.clone());
+                return status;
+            }
             // The message, then the transport's causes (a TLS refusal
             // is only in those); the code stays, for the exit code.
             let cause = std::error::Error::source(&status)

@@ -11,10 +11,14 @@ mod data_locks;
 mod datasets_cmd;
 mod health;
 mod index_check;
+mod index_cmd;
 mod ingest_cmd;
+mod interrupt;
 mod search_cmd;
 mod serve;
 mod storage_cmd;
+mod trial_cmd;
+mod tune_cmd;
 mod vector_cmd;
 mod where_clause;
 
@@ -49,10 +53,10 @@ async fn run(command: cli::Command) -> Result<ExitCode, Box<dyn std::error::Erro
         cli::Command::Ingest(args) => ingest_cmd::run(args).await,
         cli::Command::Storage(args) => storage_cmd::run(args).await,
         cli::Command::Audit(args) => audit_cmd::run(args).await,
-        cli::Command::Index(args) => vector_cmd::index(args).await,
+        cli::Command::Index(args) => index_cmd::index(args).await,
         cli::Command::Search(args) => search_cmd::search(args).await,
         cli::Command::Eval(args) => vector_cmd::eval(args).await,
-        cli::Command::Trial(args) => vector_cmd::trial(args).await,
-        cli::Command::Tune(args) => vector_cmd::tune(args).await,
+        cli::Command::Trial(args) => trial_cmd::trial(args).await,
+        cli::Command::Tune(args) => tune_cmd::tune(args).await,
     }
 }

@@ -147,7 +147,7 @@ pub enum Error {
 
     /// The bytes received do not match the commit's checksum.
     #[error(
-        "the upload of {key:?} does not match its commit: the bytes received have CRC32C {received:08x}, the commit says {committed:08x}; nothing was written"
+        "the upload of {key:?} does not match its commit: the bytes received have CRC32C {received:#010x} ({received}), the commit says {committed:#010x} ({committed}, the decimal PutObjectCommit.crc32c takes); nothing was written"
     )]
     UploadCorrupt {
         /// The key.
@@ -298,8 +298,10 @@ fn error_info(error: &Error, code: Code) -> (&'static str, Vec<(&'static str, St
             "UPLOAD_CORRUPT",
             vec![
                 ("key", key.clone()),
-                ("received_crc32c", format!("{received:08x}")),
-                ("crc32c", format!("{committed:08x}")),
+                // Decimal, as PutObjectCommit.crc32c: a client compares
+                // these with the number it sent.
+                ("received_crc32c", received.to_string()),
+                ("crc32c", committed.to_string()),
             ],
         ),
         Error::Backend { bucket, key, .. } => (
@@ -353,5 +355,26 @@ impl Error {
             Error::Journal(_) => true,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checksums read as hex with `0x` (no one takes `0000002a` for a
+    /// number) and as the decimal the API takes.
+    #[test]
+    fn a_crc_mismatch_shows_hex_with_0x_and_the_api_decimal() {
+        let error = Error::UploadCorrupt {
+            key: "a.txt".into(),
+            received: 42,
+            committed: 3_161_893_776,
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains("CRC32C 0x0000002a (42), the commit says 0xbc76ab90 (3161893776"),
+            "{text}"
+        );
     }
 }
