@@ -550,3 +550,94 @@ async fn a_pinned_search_answers_from_an_unpromoted_generation() {
     );
     stack.shutdown().await;
 }
+
+/// An eval set with a filter: its truth is exact over the passing rows and
+/// RunTrial searches with the filter, so a trial's recall is filtered
+/// recall (had either side ignored the filter, recall would be near the
+/// share of rows that pass, 0.5 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eval_set_with_a_filter_measures_filtered_recall() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = common::start(dir.path()).await;
+    let rows = 2000;
+    let data = clustered_vectors(rows, DIM, 8, 5);
+    stack.dataset("evals", &[rows_batch(&data)]).await;
+    let mut client = stack.vector_client();
+    let mut create = common::create("evals", "evals", "create-evals");
+    create.payload_columns = vec!["city".into(), "rate".into()];
+    let mut stream = client
+        .create_index(create)
+        .await
+        .expect("create")
+        .into_inner();
+    while stream.message().await.expect("stream").is_some() {}
+
+    let london = equal("city", string("London"));
+    let eval = client
+        .create_eval_set(pb::CreateEvalSetRequest {
+            name: "london".into(),
+            index: "evals".into(),
+            query_count: 30,
+            k: 10,
+            seed: 3,
+            filter: Some(london.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("eval set")
+        .into_inner()
+        .eval_set
+        .expect("eval set");
+    assert_eq!(eval.filter, Some(london), "the eval set shows its filter");
+
+    let mut stream = client
+        .run_trial(pb::RunTrialRequest {
+            index: "evals".into(),
+            eval_set: "london".into(),
+            ef_search: vec![200],
+            ..Default::default()
+        })
+        .await
+        .expect("run trial")
+        .into_inner();
+    let mut recalls = Vec::new();
+    while let Some(message) = stream.message().await.expect("stream") {
+        match message.event {
+            Some(pb::run_trial_response::Event::Trial(t)) => recalls.push(t.recall),
+            Some(pb::run_trial_response::Event::Finished(f)) => {
+                assert_eq!(f.status.expect("status").code, 0, "trial run");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(recalls.len(), 1);
+    assert!(recalls[0] >= 0.95, "filtered recall {}", recalls[0]);
+
+    // TuneIndex says plainly that it does not take filtered eval sets yet.
+    let status = client
+        .tune_index(pb::TuneIndexRequest {
+            index: "evals".into(),
+            eval_set: "london".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("tune refuses a filtered eval set");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("filter"), "{}", status.message());
+
+    // A filter on a column the index does not keep is refused by name.
+    let status = client
+        .create_eval_set(pb::CreateEvalSetRequest {
+            name: "bad".into(),
+            index: "evals".into(),
+            filter: Some(equal("text", string("doc 1"))),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown column");
+    assert_eq!(
+        error_reason(&status).as_deref(),
+        Some("UNKNOWN_PAYLOAD_COLUMN")
+    );
+    stack.shutdown().await;
+}

@@ -21,6 +21,8 @@ pub mod column;
 pub mod plan;
 pub mod predicate;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 
 /// Deepest nesting of all_of/any_of/none_of a filter may have.
@@ -29,7 +31,8 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_CONDITIONS: usize = 1024;
 
 /// A value a condition compares a column with.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Value {
     /// Text (also an RFC 3339 time or `YYYY-MM-DD` date for time columns).
     String(String),
@@ -57,7 +60,7 @@ impl Value {
 }
 
 /// One end of a range.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bound {
     /// The value.
     pub value: Value,
@@ -66,7 +69,8 @@ pub struct Bound {
 }
 
 /// A condition on payload columns.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Filter {
     /// `column = value`.
     Equal {

@@ -95,3 +95,70 @@ fn value(value: Option<pb::FilterValue>, column: &str, field: &str) -> Result<Va
         ),
     })
 }
+
+/// A stored filter in its proto form (eval sets echo theirs).
+pub(super) fn filter_pb(filter: &Filter) -> pb::Filter {
+    use pb::filter::Kind;
+    let list = |filters: &[Filter]| pb::FilterList {
+        filters: filters.iter().map(filter_pb).collect(),
+    };
+    let kind = match filter {
+        Filter::Equal { column, value } => Kind::Equal(pb::ColumnEquals {
+            column: column.clone(),
+            value: Some(value_pb(value)),
+        }),
+        Filter::InList { column, values } => Kind::InList(pb::ColumnIn {
+            column: column.clone(),
+            values: values.iter().map(value_pb).collect(),
+        }),
+        Filter::Range {
+            column,
+            lower,
+            upper,
+        } => {
+            let mut range = pb::ColumnRange {
+                column: column.clone(),
+                ..Default::default()
+            };
+            if let Some(b) = lower {
+                let v = Some(value_pb(&b.value));
+                if b.inclusive {
+                    range.gte = v
+                } else {
+                    range.gt = v
+                }
+            }
+            if let Some(b) = upper {
+                let v = Some(value_pb(&b.value));
+                if b.inclusive {
+                    range.lte = v
+                } else {
+                    range.lt = v
+                }
+            }
+            Kind::Range(range)
+        }
+        Filter::IsNull { column } => Kind::IsNull(pb::ColumnIsNull {
+            column: column.clone(),
+        }),
+        Filter::AllOf(l) => Kind::AllOf(list(l)),
+        Filter::AnyOf(l) => Kind::AnyOf(list(l)),
+        Filter::NoneOf(l) => Kind::NoneOf(list(l)),
+    };
+    pb::Filter { kind: Some(kind) }
+}
+
+fn value_pb(value: &Value) -> pb::FilterValue {
+    use pb::filter_value::Kind;
+    let kind = match value {
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Int(i) => Kind::Int64Value(*i),
+        Value::Double(d) => Kind::DoubleValue(*d),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::TimestampMicros(t) => Kind::TimestampValue(prost_types::Timestamp {
+            seconds: t.div_euclid(1_000_000),
+            nanos: (t.rem_euclid(1_000_000) * 1000) as i32,
+        }),
+    };
+    pb::FilterValue { kind: Some(kind) }
+}

@@ -43,6 +43,7 @@ fn eval_set_pb(r: &EvalSetRecord) -> pb::EvalSet {
         seed: r.seed,
         dataset_version: r.dataset_version,
         ground_truth_duration_ms: r.ground_truth_ms,
+        filter: r.filter.as_ref().map(super::filter::filter_pb),
     }
 }
 
@@ -134,6 +135,7 @@ pub(super) async fn create_eval_set(
         seed,
         queries,
         request_id,
+        filter,
     } = request;
     let queries = match queries {
         None => {
@@ -163,6 +165,7 @@ pub(super) async fn create_eval_set(
             k: k(truth_k)?,
             seed,
             queries,
+            filter: super::filter::filter_of(filter)?,
             request_id: request_id_of(&request_id)?,
         })
         .await?;

@@ -112,10 +112,19 @@ impl TrialService {
             ));
         }
         let query_count = queries.len();
+        let passing = match &new.filter {
+            None => None,
+            Some(filter) => {
+                let predicate = bind_filter(&entry, &active, &new.index, filter)?;
+                Some(predicate.matching_rows(n))
+            }
+        };
         let (k, pool) = (new.k, self.state.pool.clone());
         let started = Instant::now();
         let truth = tokio::task::spawn_blocking(move || {
-            pool.install(|| eval_set::ground_truth(&vectors, dim, metric, queries, k))
+            pool.install(|| {
+                eval_set::ground_truth(&vectors, dim, metric, queries, k, passing.as_deref())
+            })
         })
         .await
         .map_err(|_| Error::Task("ground truth"))?;
@@ -142,6 +151,7 @@ impl TrialService {
             create_time: Utc::now(),
             ground_truth_ms,
             request_id: new.request_id,
+            filter: new.filter,
         };
         self.state.evals.write(&record, parquet).await?;
         tracing::info!(eval_set = %record.name, index = %record.index, queries = query_count, k, ground_truth_ms, "eval set created");
@@ -213,4 +223,23 @@ impl TrialService {
         }
         Ok(())
     }
+}
+
+/// `filter` bound to `generation`'s rows, checked against the index's
+/// payload columns as a search's filter is.
+pub(super) fn bind_filter(
+    entry: &crate::registry::IndexEntry,
+    generation: &crate::generation::LoadedGeneration,
+    index: &str,
+    filter: &crate::filter::Filter,
+) -> Result<crate::filter::predicate::Predicate> {
+    filter.validate()?;
+    let payload = entry.with_record(|record| record.payload_columns.clone());
+    crate::filter::predicate::bind(
+        filter,
+        index,
+        &payload,
+        &generation.rows,
+        &generation.indexes,
+    )
 }

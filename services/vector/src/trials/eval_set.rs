@@ -80,6 +80,10 @@ pub struct EvalSetRecord {
     /// The request that created it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Only rows passing this count: the truth is exact over them, and
+    /// trials search with it (filtered recall).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<crate::filter::Filter>,
 }
 
 /// The key of an eval set's description.
@@ -137,10 +141,21 @@ pub fn ground_truth(
     metric: Metric,
     queries: Vec<Query>,
     k: usize,
+    passing: Option<&[u32]>,
 ) -> GroundTruth {
     let found: Vec<_> = queries
         .par_iter()
-        .map(|q| exact_search(corpus, dim, metric, &q.vector, k, q.source_row))
+        .map(|q| match passing {
+            None => exact_search(corpus, dim, metric, &q.vector, k, q.source_row),
+            Some(rows) => {
+                let rows: Vec<u32> = rows
+                    .iter()
+                    .copied()
+                    .filter(|&r| Some(r) != q.source_row)
+                    .collect();
+                crate::hnsw::exact_search_rows(corpus, dim, metric, &q.vector, k, &rows)
+            }
+        })
         .collect();
     let distances = found
         .iter()
@@ -395,7 +410,7 @@ mod tests {
                 source_row: Some(r),
             })
             .collect();
-        let truth = ground_truth(&corpus, dim, Metric::L2, queries, 5);
+        let truth = ground_truth(&corpus, dim, Metric::L2, queries, 5, None);
         for (q, d) in truth.queries.iter().zip(&truth.distances) {
             assert!(!q.truth.contains(&q.exclude.expect("sampled")));
             assert_eq!(q.truth.len(), 5);
@@ -417,7 +432,7 @@ mod tests {
                 source_row: None,
             },
         ];
-        let truth = ground_truth(&corpus, dim, Metric::L2, queries, 3);
+        let truth = ground_truth(&corpus, dim, Metric::L2, queries, 3, None);
         let ids = StringArray::from_iter_values((0..50).map(|i| format!("id-{i}")));
         let bytes = encode(&truth, dim, &ids).expect("encode");
         let back = decode("t", Bytes::from(bytes)).expect("decode");

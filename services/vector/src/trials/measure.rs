@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use crate::filter::plan::Ask;
+use crate::filter::predicate::Predicate;
+use crate::generation::LoadedGeneration;
 use crate::hnsw::{Graph, Near};
 
 /// Single-query samples a measurement aims for (queries are repeated when
@@ -64,6 +67,30 @@ pub fn search_excluding(graph: &Graph, query: &EvalQuery, k: usize, ef: usize) -
     hits
 }
 
+/// The `k` results of `query` on `generation`, as a search would answer
+/// them: through the planner when the eval set has a filter.
+pub fn search_as_asked(
+    generation: &LoadedGeneration,
+    query: &EvalQuery,
+    k: usize,
+    ef: usize,
+    filter: Option<&Predicate>,
+) -> Vec<Near> {
+    match filter {
+        None => search_excluding(&generation.graph, query, k, ef),
+        Some(filter) => {
+            let ask = Ask {
+                query: &query.vector,
+                k,
+                ef,
+                exact: false,
+                exclude: query.exclude,
+            };
+            crate::filter::plan::run(generation, ask, Some(filter)).0
+        }
+    }
+}
+
 /// Fraction of the first `k` truth rows found among `found`, 0 to 1.
 /// An empty truth (a corpus of one row, the query's own) counts as found.
 pub fn recall_at(truth: &[u32], found: &[u32], k: usize) -> f64 {
@@ -76,14 +103,20 @@ pub fn recall_at(truth: &[u32], found: &[u32], k: usize) -> f64 {
 }
 
 /// Mean recall@k of `graph` over `queries` with `ef` candidates.
-pub fn mean_recall(graph: &Graph, queries: &[EvalQuery], k: usize, ef: usize) -> f64 {
+pub fn mean_recall(
+    generation: &LoadedGeneration,
+    queries: &[EvalQuery],
+    k: usize,
+    ef: usize,
+    filter: Option<&Predicate>,
+) -> f64 {
     if queries.is_empty() {
         return 0.0;
     }
     let total: f64 = queries
         .par_iter()
         .map(|q| {
-            let found: Vec<u32> = search_excluding(graph, q, k, ef)
+            let found: Vec<u32> = search_as_asked(generation, q, k, ef, filter)
                 .iter()
                 .map(|h| h.id)
                 .collect();
@@ -114,8 +147,14 @@ pub fn percentiles(samples: &mut [Duration]) -> Latency {
 
 /// Recall, latency (one query at a time on the calling thread) and
 /// throughput (every query at once on the current rayon pool).
-pub fn measure(graph: &Graph, queries: &[EvalQuery], k: usize, ef: usize) -> Measured {
-    let recall = mean_recall(graph, queries, k, ef);
+pub fn measure(
+    generation: &LoadedGeneration,
+    queries: &[EvalQuery],
+    k: usize,
+    ef: usize,
+    filter: Option<&Predicate>,
+) -> Measured {
+    let recall = mean_recall(generation, queries, k, ef, filter);
     let passes = LATENCY_SAMPLES
         .div_ceil(queries.len().max(1))
         .clamp(1, MAX_LATENCY_PASSES);
@@ -123,7 +162,7 @@ pub fn measure(graph: &Graph, queries: &[EvalQuery], k: usize, ef: usize) -> Mea
     for _ in 0..passes {
         for q in queries {
             let started = Instant::now();
-            std::hint::black_box(search_excluding(graph, q, k, ef));
+            std::hint::black_box(search_as_asked(generation, q, k, ef, filter));
             samples.push(started.elapsed());
         }
     }
@@ -132,7 +171,7 @@ pub fn measure(graph: &Graph, queries: &[EvalQuery], k: usize, ef: usize) -> Mea
     let mut searched = 0usize;
     while started.elapsed() < THROUGHPUT_MIN && !queries.is_empty() {
         queries.par_iter().for_each(|q| {
-            std::hint::black_box(search_excluding(graph, q, k, ef));
+            std::hint::black_box(search_as_asked(generation, q, k, ef, filter));
         });
         searched += queries.len();
     }

@@ -93,12 +93,19 @@ impl TrialService {
             }
         };
         let queries = Arc::new(self.state.evals.queries(&eval).await?);
+        let filter = match &eval.filter {
+            None => None,
+            Some(filter) => Some(Arc::new(super::eval_ops::bind_filter(
+                &entry, &active, index, filter,
+            )?)),
+        };
         Ok(Setup {
             entry,
             active,
             eval,
             queries,
             k,
+            filter,
         })
     }
 
@@ -232,10 +239,10 @@ impl TrialService {
         run: &Run,
         step: (usize, usize, Instant),
         generation: &Arc<LoadedGeneration>,
-        queries: &Arc<Vec<EvalQuery>>,
-        k: usize,
+        scoring: Scoring<'_>,
         ef: u32,
     ) -> Result<measure::Measured> {
+        let Scoring { queries, k, filter } = scoring;
         if run.is_cancelled() {
             return Err(Error::TrialRunCancelled {
                 run_id: run.id.clone(),
@@ -251,7 +258,9 @@ impl TrialService {
         let (generation, queries) = (generation.clone(), queries.clone());
         let pool = self.state.pool.clone();
         tokio::task::spawn_blocking(move || {
-            pool.install(|| measure::measure(&generation.graph, &queries, k, ef as usize))
+            pool.install(|| {
+                measure::measure(&generation, &queries, k, ef as usize, filter.as_deref())
+            })
         })
         .await
         .map_err(|_| Error::Task("trial measurement"))
@@ -373,7 +382,7 @@ impl TrialService {
         for (i, &ef) in sweep.iter().enumerate() {
             let step = (i, sweep.len(), started);
             let measured = self
-                .measure_point(run, step, &generation, &setup.queries, setup.k, ef)
+                .measure_point(run, step, &generation, setup.scoring(), ef)
                 .await?;
             let trial = self.trial_record(
                 run,
@@ -403,5 +412,25 @@ pub(super) fn progress(phase: Phase, done: u64, total: u64, started: Instant) ->
 pub(super) async fn wait_cancelled(run: &Run) {
     while !run.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What a trial's results are scored against: the eval set's queries and
+/// truth depth, and its filter bound to the generation's rows.
+#[derive(Debug, Clone)]
+pub(super) struct Scoring<'a> {
+    pub(super) queries: &'a Arc<Vec<EvalQuery>>,
+    pub(super) k: usize,
+    pub(super) filter: Option<Arc<crate::filter::predicate::Predicate>>,
+}
+
+impl Setup {
+    /// The scoring of this setup's eval set.
+    pub(super) fn scoring(&self) -> Scoring<'_> {
+        Scoring {
+            queries: &self.queries,
+            k: self.k,
+            filter: self.filter.clone(),
+        }
     }
 }

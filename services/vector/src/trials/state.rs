@@ -99,6 +99,8 @@ pub struct NewEvalSet {
     pub seed: u64,
     /// Queries.
     pub queries: EvalQueries,
+    /// Only rows passing this count (truth and trials).
+    pub filter: Option<crate::filter::Filter>,
     /// Idempotency key.
     pub request_id: Option<String>,
 }
@@ -163,6 +165,9 @@ pub(super) struct Setup {
     pub(super) eval: EvalSetRecord,
     pub(super) queries: Arc<Vec<EvalQuery>>,
     pub(super) k: usize,
+    /// The eval set's filter bound to the active generation's rows (a
+    /// trial's graph is built on the same rows, in the same order).
+    pub(super) filter: Option<Arc<crate::filter::predicate::Predicate>>,
 }
 
 /// Filters of ListTrials.

@@ -37,6 +37,17 @@ impl TrialService {
         let setup = self
             .setup(&request.index, &request.eval_set, request.k)
             .await?;
+        if setup.filter.is_some() {
+            // Early rounds build on samples of the rows, which a filter
+            // bound to the whole generation's rows cannot follow.
+            return Err(Error::invalid(
+                "eval_set",
+                format!(
+                    "eval set {:?} has a filter; TuneIndex does not tune on filtered eval sets yet — RunTrial measures filtered recall per build",
+                    request.eval_set
+                ),
+            ));
+        }
         let candidates = if request.candidates.is_empty() {
             tune::default_grid()
         } else {
@@ -151,7 +162,17 @@ impl TrialService {
                 for (i, &ef) in ladder.iter().enumerate() {
                     let step = (i, ladder.len(), started);
                     let measured = self
-                        .measure_point(run, step, &generation, &queries, setup.k, ef)
+                        .measure_point(
+                            run,
+                            step,
+                            &generation,
+                            super::run_ops::Scoring {
+                                queries: &queries,
+                                k: setup.k,
+                                filter: None,
+                            },
+                            ef,
+                        )
                         .await?;
                     let trial = self.trial_record(
                         run,
@@ -280,8 +301,8 @@ impl TrialService {
                         .map(|i| i as u32),
                 })
                 .collect();
-            let truth =
-                pool.install(|| eval_set::ground_truth(&corpus, dim, metric, sample_queries, k));
+            let truth = pool
+                .install(|| eval_set::ground_truth(&corpus, dim, metric, sample_queries, k, None));
             (Arc::new(corpus), Arc::new(truth.queries))
         })
         .await
