@@ -390,7 +390,13 @@ impl VectorService {
         request_id: Option<String>,
     ) -> Result<IndexView> {
         self.context.check_ready()?;
-        let key = request_id.map(|id| format!("swap/{index}/{id}"));
+        // Promote and rollback keep their own keys: the same id sent to
+        // the other RPC is a new request, not a replay of this one.
+        let operation = match target {
+            Swap::To(_) => "promote",
+            Swap::Back => "rollback",
+        };
+        let key = request_id.map(|id| format!("{operation}/{index}/{id}"));
         if let Some(view) = self.replayed(key.as_deref()) {
             return Ok(view);
         }

@@ -578,11 +578,13 @@ async fn hot_swap_under_search_load_and_crash_mid_persist() {
         .expect("replayed promote")
         .into_inner();
     assert_eq!(retried.index.expect("index").active_generation, 2);
+    // The promote's id sent to RollbackGeneration is a new request (each
+    // RPC keys its own ids): it rolls back instead of replaying the promote.
     let rolled = client
         .rollback_generation(pb::RollbackGenerationRequest {
             index: "swap-idx".into(),
             expected_active_generation: Some(2),
-            request_id: String::new(),
+            request_id: "promote-1".into(),
         })
         .await
         .expect("rollback")
