@@ -41,12 +41,7 @@ pub fn exact_search(
                     distance: metric.distance(query, row),
                     id,
                 };
-                if heap.len() < k {
-                    heap.push(near);
-                } else if heap.peek().is_some_and(|worst| near < *worst) {
-                    heap.pop();
-                    heap.push(near);
-                }
+                keep_nearest(&mut heap, near, k);
             }
             heap
         })
@@ -55,6 +50,18 @@ pub fn exact_search(
     all.sort_unstable();
     all.truncate(k);
     all
+}
+
+/// Adds `near` to `heap` (farthest on top) if it is among the `k`
+/// nearest seen so far.
+#[inline]
+pub(crate) fn keep_nearest(heap: &mut BinaryHeap<Near>, near: Near, k: usize) {
+    if heap.len() < k {
+        heap.push(near);
+    } else if heap.peek().is_some_and(|worst| near < *worst) {
+        heap.pop();
+        heap.push(near);
+    }
 }
 
 #[cfg(test)]

@@ -178,12 +178,7 @@ pub fn exact_search_rows(
                 distance: metric.distance(query, row),
                 id,
             };
-            if heap.len() < k {
-                heap.push(near);
-            } else if heap.peek().is_some_and(|worst| near < *worst) {
-                heap.pop();
-                heap.push(near);
-            }
+            crate::exact::keep_nearest(&mut heap, near, k);
         }
         heap
     };

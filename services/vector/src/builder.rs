@@ -344,10 +344,10 @@ async fn with_progress<T>(
 }
 
 /// How `error` is answered, kept with the failed generation for replays.
-fn recorded_failure(error: &Error) -> crate::record::RecordedFailure {
+fn recorded_failure(error: &Error) -> crate::error::RecordedFailure {
     use lakehouse_shared::status::StatusError as _;
     let info = error.error_info();
-    crate::record::RecordedFailure {
+    crate::error::RecordedFailure {
         code: error.code() as i32,
         reason: info.reason,
         metadata: info.metadata,

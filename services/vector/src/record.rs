@@ -81,18 +81,7 @@ pub struct GenerationRecord {
     /// records written before it was kept, and for generations that did
     /// not fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<RecordedFailure>,
-}
-
-/// A failure as the client saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedFailure {
-    /// The gRPC code, as a number.
-    pub code: i32,
-    /// The ErrorInfo reason, such as `COLUMN_TYPE`.
-    pub reason: String,
-    /// The ErrorInfo metadata.
-    pub metadata: std::collections::BTreeMap<String, String>,
+    pub failure: Option<crate::error::RecordedFailure>,
 }
 
 /// What a finished build measured, recorded with its READY state.

@@ -302,7 +302,7 @@ pub enum Error {
         /// The original message.
         message: String,
         /// The original code, reason and metadata.
-        failure: crate::record::RecordedFailure,
+        failure: RecordedFailure,
     },
 
     /// The service is still loading its persisted indexes.
@@ -497,4 +497,15 @@ impl Error {
             status: Box::new(status),
         }
     }
+}
+
+/// A failure as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedFailure {
+    /// The gRPC code, as a number.
+    pub code: i32,
+    /// The ErrorInfo reason, such as `COLUMN_TYPE`.
+    pub reason: String,
+    /// The ErrorInfo metadata.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }

@@ -188,7 +188,7 @@ pub enum Outcome {
         /// Why.
         error: String,
         /// How the failure was answered, for replays.
-        failure: Option<crate::record::RecordedFailure>,
+        failure: Option<crate::error::RecordedFailure>,
         /// Time spent.
         build_ms: u64,
     },
@@ -477,7 +477,7 @@ impl IndexRegistry {
         generation: u64,
         state: GenerationState,
         error: String,
-        failure: Option<crate::record::RecordedFailure>,
+        failure: Option<crate::error::RecordedFailure>,
         build_ms: u64,
     ) {
         let name = entry.name().to_owned();
