@@ -220,6 +220,13 @@ impl VectorService {
         Ok(self.start_build(entry, generation, new.params, true))
     }
 
+    /// The build parameters of the index's active generation, read from
+    /// its record in memory (no catalog or storage call).
+    pub fn active_params(&self, name: &str) -> Option<HnswParams> {
+        let entry = self.registry.get(name).ok()?;
+        entry.with_record(|record| record.generation(record.active).map(|g| g.params))
+    }
+
     /// Starts building a new generation of an existing index.
     pub async fn rebuild_index(
         self: &Arc<Self>,

@@ -130,20 +130,7 @@ impl Rpc for VectorGrpc {
         } = request.into_inner();
         let index_name = name("index", &index_name)?;
         // A field left 0 keeps the active generation's value, not the default.
-        let active = self
-            .service
-            .get_index(&index_name)
-            .await
-            .ok()
-            .and_then(|view| {
-                let active = view.record.active;
-                view.record
-                    .generations
-                    .iter()
-                    .find(|g| g.generation == active)
-                    .map(|g| g.params)
-            })
-            .unwrap_or_default();
+        let active = self.service.active_params(&index_name).unwrap_or_default();
         let ticket = self
             .service
             .rebuild_index(
